@@ -1,1 +1,16 @@
-fn main() {}
+//! `trustos`: the Trust OS command line.
+//!
+//! Exit codes, for every command: 0 ok / valid / allow, 1 invalid / deny, 2 usage or
+//! configuration error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod keyfile;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::run(args)
+}

@@ -138,6 +138,15 @@ pub struct SignedReceipt {
     pub kid: String,
 }
 
+/// Any Trust OS signed object whose signature verified, told apart by its JWS `typ`.
+#[derive(Debug, Clone)]
+pub enum SignedObject {
+    /// A `PolicyDecision.v1`.
+    Decision(SignedDecision),
+    /// A `Receipt.v1`.
+    Receipt(SignedReceipt),
+}
+
 /// An allow decision, signed by a trusted gateway key, in force, for exactly this request.
 ///
 /// Only [`Verifier::verify_decision`] makes one; see the module documentation.
@@ -175,6 +184,23 @@ impl VerifiedDecision {
     }
 }
 
+/// Checks that `decision` is in force at `now`: `issuedAt ≤ now < expiresAt`.
+pub fn check_in_force(decision: &PolicyDecision, now: Timestamp) -> Result<(), VerifyError> {
+    if now < decision.issued_at {
+        return Err(VerifyError::NotYetValid {
+            issued_at: decision.issued_at,
+            now,
+        });
+    }
+    if now >= decision.expires_at {
+        return Err(VerifyError::Expired {
+            expires_at: decision.expires_at,
+            now,
+        });
+    }
+    Ok(())
+}
+
 /// Verifies Trust OS signed objects against a set of trusted gateway keys.
 #[derive(Clone, Debug)]
 pub struct Verifier {
@@ -195,11 +221,7 @@ impl Verifier {
     /// Checks a decision's signature and shape only, whatever its outcome or expiry.
     pub fn verify_decision_signature(&self, jws: &str) -> Result<SignedDecision, VerifyError> {
         let verified = jws::verify(jws, &self.keys, Some(TYP_DECISION))?;
-        let decision =
-            serde_json::from_value(verified.payload).map_err(|err| VerifyError::Shape {
-                object: "PolicyDecision.v1",
-                reason: err.to_string(),
-            })?;
+        let decision = shape("PolicyDecision.v1", verified.payload)?;
         Ok(SignedDecision {
             decision,
             kid: verified.kid,
@@ -214,18 +236,7 @@ impl Verifier {
         now: Timestamp,
     ) -> Result<VerifiedDecision, VerifyError> {
         let SignedDecision { decision, kid } = self.verify_decision_signature(jws)?;
-        if now < decision.issued_at {
-            return Err(VerifyError::NotYetValid {
-                issued_at: decision.issued_at,
-                now,
-            });
-        }
-        if now >= decision.expires_at {
-            return Err(VerifyError::Expired {
-                expires_at: decision.expires_at,
-                now,
-            });
-        }
+        check_in_force(&decision, now)?;
         if decision.outcome != Outcome::Allow {
             return Err(VerifyError::NotAllowed(decision.outcome));
         }
@@ -242,17 +253,43 @@ impl Verifier {
         })
     }
 
+    /// Checks the signature and shape of a decision or a receipt, whichever `typ` says it is.
+    pub fn verify_any(&self, jws: &str) -> Result<SignedObject, VerifyError> {
+        let verified = jws::verify(jws, &self.keys, None)?;
+        match verified.typ.as_str() {
+            TYP_DECISION => Ok(SignedObject::Decision(SignedDecision {
+                decision: shape("PolicyDecision.v1", verified.payload)?,
+                kid: verified.kid,
+            })),
+            TYP_RECEIPT => Ok(SignedObject::Receipt(SignedReceipt {
+                receipt: shape("Receipt.v1", verified.payload)?,
+                kid: verified.kid,
+            })),
+            other => Err(VerifyError::Jws(JwsError::WrongTyp {
+                expected: format!("{TYP_DECISION} or {TYP_RECEIPT}"),
+                found: other.to_owned(),
+            })),
+        }
+    }
+
     /// Checks a receipt's signature and shape.
     pub fn verify_receipt(&self, jws: &str) -> Result<SignedReceipt, VerifyError> {
         let verified = jws::verify(jws, &self.keys, Some(TYP_RECEIPT))?;
-        let receipt =
-            serde_json::from_value(verified.payload).map_err(|err| VerifyError::Shape {
-                object: "Receipt.v1",
-                reason: err.to_string(),
-            })?;
+        let receipt = shape("Receipt.v1", verified.payload)?;
         Ok(SignedReceipt {
             receipt,
             kid: verified.kid,
         })
     }
+}
+
+/// Reads a verified payload as the object its `typ` names.
+fn shape<T: serde::de::DeserializeOwned>(
+    object: &'static str,
+    payload: serde_json::Value,
+) -> Result<T, VerifyError> {
+    serde_json::from_value(payload).map_err(|err| VerifyError::Shape {
+        object,
+        reason: err.to_string(),
+    })
 }

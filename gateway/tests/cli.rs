@@ -1,0 +1,304 @@
+//! The `trustos` binary end to end: `verify` on the checked-in fixtures and their tampered twins,
+//! `keygen` and `jwks`, exit codes (0 valid, 1 invalid, 2 usage) and `--json` output.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn trustos(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trustos"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_fixture_receipt_verifies() {
+    let output = trustos(&[
+        "verify",
+        &fixture("receipt.jws"),
+        "--jwks",
+        &fixture("jwks.json"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let line = stdout(&output);
+    assert!(
+        line.starts_with("valid: Receipt.v1 rcpt_01JHGOLDEN0000000000000001"),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1);
+}
+
+#[test]
+fn the_fixture_bundle_and_decision_verify() {
+    let output = trustos(&[
+        "verify",
+        &fixture("bundle.json"),
+        "--jwks",
+        &fixture("jwks.json"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(
+        stdout(&output).contains("included at index 6 of 10"),
+        "{}",
+        stdout(&output)
+    );
+    let output = trustos(&[
+        "verify",
+        &fixture("decision.jws"),
+        "--jwks",
+        &fixture("jwks.json"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(stdout(&output).contains("outcome allow"));
+}
+
+#[test]
+fn changing_any_single_byte_of_the_receipt_payload_is_rejected() {
+    let jws = fs::read_to_string(fixture("receipt.jws")).unwrap();
+    let jws = jws.trim_end();
+    let start = jws.find('.').unwrap() + 1;
+    let end = jws.rfind('.').unwrap();
+    let dir = scratch("bytes");
+    let path = dir.join("receipt.jws");
+    let path = path.to_str().unwrap();
+    for position in start..end {
+        let mut bytes = jws.as_bytes().to_vec();
+        // Every position gets a different replacement, cycling through printable ASCII.
+        let replacement = b'!' + ((position * 7) % 94) as u8;
+        bytes[position] = if bytes[position] == replacement {
+            b'~'
+        } else {
+            replacement
+        };
+        fs::write(path, &bytes).unwrap();
+        let output = trustos(&["verify", path, "--jwks", &fixture("jwks.json")]);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "byte {position} changed to {:?}: {}",
+            bytes[position] as char,
+            stdout(&output)
+        );
+        assert!(stdout(&output).starts_with("invalid: "));
+    }
+}
+
+#[test]
+fn each_tampered_twin_is_rejected_with_its_own_reason() {
+    let cases = [
+        ("receipt.tampered-payload.jws", "JWS_BAD_SIGNATURE"),
+        ("receipt.truncated-signature.jws", "JWS_SIGNATURE_LENGTH"),
+        ("receipt.wrong-key.jws", "JWS_UNKNOWN_KID"),
+        ("receipt.duplicate-key.jws", "JWS_PAYLOAD_NOT_JSON"),
+        ("receipt.reordered.jws", "JWS_PAYLOAD_NOT_CANONICAL"),
+        ("receipt.alg-none.jws", "JWS_ALG_NONE"),
+        ("receipt.malformed.jws", "JWS_MALFORMED"),
+        ("bundle.tampered-proof.json", "PROOF_ROOT_MISMATCH"),
+        ("bundle.other-tree-size.json", "PROOF_TREE_SIZE_MISMATCH"),
+        ("bundle.unknown-checkpoint-key.json", "NOTE_UNKNOWN_KEY"),
+        ("bundle.tampered-root.json", "PROOF_ROOT_MISMATCH"),
+        ("bundle.wrong-index.json", "PROOF_INDEX_MISMATCH"),
+    ];
+    for (name, reason_code) in cases {
+        let output = trustos(&["verify", &fixture(name), "--jwks", &fixture("jwks.json")]);
+        assert_eq!(output.status.code(), Some(1), "{name}: {output:?}");
+        let line = stdout(&output);
+        assert!(
+            line.starts_with(&format!("invalid: {reason_code}: ")),
+            "{name}: expected {reason_code}, got {line}"
+        );
+        let json = trustos(&[
+            "verify",
+            &fixture(name),
+            "--jwks",
+            &fixture("jwks.json"),
+            "--json",
+        ]);
+        assert_eq!(json.status.code(), Some(1));
+        let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(report["valid"], false);
+        assert_eq!(report["reasonCode"], reason_code, "{name}");
+    }
+}
+
+#[test]
+fn json_output_carries_the_verified_object() {
+    let output = trustos(&[
+        "verify",
+        &fixture("bundle.json"),
+        "--jwks",
+        &fixture("jwks.json"),
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["kind"], "bundle");
+    assert_eq!(report["receipt"]["logIndex"], 6);
+    assert_eq!(report["log"]["treeSize"], 10);
+    assert_eq!(report["log"]["origin"], "trustos.example/log");
+}
+
+#[test]
+fn decision_checks_at_a_time_and_for_a_fingerprint() {
+    let decision = fixture("decision.jws");
+    let jwks = fixture("jwks.json");
+    let ok = trustos(&[
+        "verify",
+        &decision,
+        "--jwks",
+        &jwks,
+        "--at",
+        "2026-01-15T12:00:30.000Z",
+    ]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let late = trustos(&[
+        "verify",
+        &decision,
+        "--jwks",
+        &jwks,
+        "--at",
+        "2026-01-15T12:01:00.000Z",
+    ]);
+    assert_eq!(late.status.code(), Some(1));
+    assert!(stdout(&late).starts_with("invalid: DECISION_EXPIRED: "));
+    let other = format!("sha256:{}", "0".repeat(64));
+    let mismatch = trustos(&[
+        "verify",
+        &decision,
+        "--jwks",
+        &jwks,
+        "--fingerprint",
+        &other,
+    ]);
+    assert_eq!(mismatch.status.code(), Some(1));
+    assert!(stdout(&mismatch).starts_with("invalid: FINGERPRINT_MISMATCH: "));
+    let receipt_at = trustos(&[
+        "verify",
+        &fixture("receipt.jws"),
+        "--jwks",
+        &jwks,
+        "--at",
+        "2026-01-15T12:00:30.000Z",
+    ]);
+    assert_eq!(receipt_at.status.code(), Some(2));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let jwks = fixture("jwks.json");
+    assert_eq!(trustos(&["verify"]).status.code(), Some(2));
+    assert_eq!(
+        trustos(&["verify", "/nonexistent/receipt.jws", "--jwks", &jwks])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        trustos(&[
+            "verify",
+            &fixture("receipt.jws"),
+            "--jwks",
+            "/nonexistent/jwks.json"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    // A JWKS that is not a JWKS is a configuration error, not an invalid receipt.
+    assert_eq!(
+        trustos(&[
+            "verify",
+            &fixture("receipt.jws"),
+            "--jwks",
+            &fixture("receipt.jws")
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(
+        trustos(&[
+            "verify",
+            &fixture("decision.jws"),
+            "--jwks",
+            &jwks,
+            "--at",
+            "yesterday"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(trustos(&["no-such-command"]).status.code(), Some(2));
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_jwks_publishes_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = scratch("keygen");
+    let keys = dir.join("keys");
+    let output = trustos(&["keygen", "--out", keys.to_str().unwrap(), "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let kid = report["kid"].as_str().unwrap().to_owned();
+    let pem_path = keys.join("gateway.key.pem");
+    let pem = fs::read_to_string(&pem_path).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_eq!(
+        fs::metadata(&pem_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        fs::metadata(&keys).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    let jwks = trustos(&["jwks", "--key", pem_path.to_str().unwrap()]);
+    assert_eq!(jwks.status.code(), Some(0));
+    let jwks: serde_json::Value = serde_json::from_slice(&jwks.stdout).unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+    // The published JWK is the same key.
+    let from_jwk = trustos(&[
+        "jwks",
+        "--key",
+        keys.join("gateway.jwk.json").to_str().unwrap(),
+    ]);
+    let from_jwk: serde_json::Value = serde_json::from_slice(&from_jwk.stdout).unwrap();
+    assert_eq!(from_jwk, jwks);
+
+    // A second keygen into the same place never overwrites the key.
+    let again = trustos(&["keygen", "--out", keys.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(fs::read_to_string(&pem_path).unwrap(), pem);
+    assert_eq!(
+        trustos(&["jwks", "--key", "/nonexistent.pem"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
