@@ -1,6 +1,8 @@
 //! The `trustos` binary end to end: `verify` on the checked-in fixtures and their tampered twins,
 //! `keygen` and `jwks`, exit codes (0 valid, 1 invalid, 2 usage) and `--json` output.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -301,4 +303,52 @@ fn keygen_writes_a_private_key_and_jwks_publishes_it() {
             .code(),
         Some(2)
     );
+}
+
+#[test]
+fn quickstart_ends_in_a_bundle_that_verifies_offline() {
+    let home = scratch("quickstart");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_trustos"))
+            .arg("quickstart")
+            .env("TRUSTOS_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    assert!(stdout(&first).contains("created"));
+    let out = home.join("quickstart");
+    let jwks = out.join("jwks.json");
+    for file in ["bundle.json", "receipt.jws", "decision.jws"] {
+        let output = trustos(&[
+            "verify",
+            out.join(file).to_str().unwrap(),
+            "--jwks",
+            jwks.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(0), "{file}: {output:?}");
+    }
+    // The key is kept: a second run reuses it, and the old receipts still verify under it.
+    let old_receipt = fs::read(out.join("receipt.jws")).unwrap();
+    let second = run();
+    assert_eq!(second.status.code(), Some(0));
+    assert!(stdout(&second).contains("reused"));
+    let kept = home.join("old-receipt.jws");
+    fs::write(&kept, old_receipt).unwrap();
+    let output = trustos(&[
+        "verify",
+        kept.to_str().unwrap(),
+        "--jwks",
+        jwks.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    // Someone else's JWKS does not verify this gateway's bundle.
+    let output = trustos(&[
+        "verify",
+        out.join("bundle.json").to_str().unwrap(),
+        "--jwks",
+        &fixture("jwks.json"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
 }

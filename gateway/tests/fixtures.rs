@@ -4,6 +4,8 @@
 //! Regenerate with `TRUSTOS_BLESS=1 cargo test -p trustos --test fixtures` (after blessing the
 //! kernel's golden fixtures) and review the diff.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../../kernel/tests/common/mod.rs"]
 mod common;
 

@@ -4,6 +4,8 @@
 //! The test installs `joserfc` itself into a virtual environment under Cargo's test scratch
 //! directory (PyPI), so it needs only `python3` with `venv` and `pip`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -2,6 +2,8 @@
 //! Merkle append and inclusion proof at 1M leaves. Run with `cargo bench -p trustos-kernel`;
 //! results are recorded in BENCHMARKS.md.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};

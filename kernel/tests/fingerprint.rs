@@ -2,6 +2,8 @@
 //! any argument, tenant, agent, any payment term), and never changes with JSON spelling (key
 //! order, whitespace, escapes).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use proptest::prelude::*;

@@ -5,6 +5,8 @@
 //! To regenerate after an intended protocol change: `TRUSTOS_BLESS=1 cargo test -p
 //! trustos-kernel --test golden`, then review the diff: any change is a wire-format change.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::fs;

@@ -3,6 +3,8 @@
 //! The vectors are copied from the RFC author's reference test data; see
 //! `kernel/tests/vectors/jcs/SOURCE.md`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::Path;
 

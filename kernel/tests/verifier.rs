@@ -1,6 +1,8 @@
 //! Attempts to get a `VerifiedDecision` (the only key to money movement, invariant 1) out of
 //! anything but an in-force allow decision, signed by a trusted key, for exactly this request.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{at, golden};

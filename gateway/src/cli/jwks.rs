@@ -22,7 +22,7 @@ pub fn run(paths: &[PathBuf]) -> u8 {
     let jwks = TrustedKeys::new(keys).to_jwks();
     match serde_json::to_string_pretty(&jwks) {
         Ok(text) => {
-            println!("{text}");
+            out!("{text}");
             EXIT_OK
         }
         Err(err) => {

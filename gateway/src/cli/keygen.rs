@@ -18,9 +18,9 @@ pub fn run(out: &Path, json: bool) -> u8 {
                     "privateKey": private_path,
                     "publicJwk": public_path,
                 });
-                println!("{report}");
+                out!("{report}");
             } else {
-                println!(
+                out!(
                     "created key {} ({} mode 0600, {})",
                     key.kid(),
                     private_path.display(),

@@ -5,8 +5,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Prints a line on standard output, ignoring a closed pipe (`trustos verify … | head -1`) instead
+/// of panicking the way `println!` does.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod jwks;
 mod keygen;
+mod quickstart;
 mod verify;
 
 /// Exit code for success, a valid object, or an allow decision.
@@ -48,6 +58,15 @@ enum Command {
         #[arg(long = "key", value_name = "PEM", required = true, num_args = 1..)]
         keys: Vec<PathBuf>,
     },
+    /// Walk one paid tool call through the trust kernel to an offline-verified receipt.
+    #[command(after_help = "Example:\n  trustos quickstart\n\n\
+        Uses (or creates) the gateway key in $TRUSTOS_HOME/keys (default ~/.trustos) and writes \
+        decision.jws, receipt.jws, bundle.json and jwks.json to $TRUSTOS_HOME/quickstart.")]
+    Quickstart {
+        /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+    },
     /// Verify a signed decision, a signed receipt, or a receipt bundle, offline.
     #[command(
         after_help = "Examples:\n  trustos verify receipt.jws --jwks jwks.json\n  \
@@ -64,7 +83,22 @@ pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Keygen { out, json } => keygen::run(&out, json),
         Command::Jwks { keys } => jwks::run(&keys),
+        Command::Quickstart { home } => match home.or_else(default_home) {
+            Some(home) => quickstart::run(&home),
+            None => {
+                eprintln!("trustos quickstart: set TRUSTOS_HOME or HOME, or pass --home DIR");
+                EXIT_USAGE
+            }
+        },
         Command::Verify(args) => verify::run(&args),
     };
     ExitCode::from(code)
+}
+
+/// `$TRUSTOS_HOME`, else `~/.trustos`.
+fn default_home() -> Option<PathBuf> {
+    std::env::var_os("TRUSTOS_HOME")
+        .filter(|home| !home.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".trustos")))
 }

@@ -228,5 +228,5 @@ fn print_report(report: &Report, as_json: bool) {
             reason,
         } => format!("invalid: {reason_code}: {reason}"),
     };
-    println!("{line}");
+    out!("{line}");
 }
