@@ -209,52 +209,55 @@ fn decision_checks_at_a_time_and_for_a_fingerprint() {
 }
 
 #[test]
+fn a_bundle_can_be_pinned_to_its_log() {
+    let bundle = fixture("bundle.json");
+    let jwks = fixture("jwks.json");
+    let pinned = trustos(&[
+        "verify",
+        &bundle,
+        "--jwks",
+        &jwks,
+        "--origin",
+        "trustos.example/log",
+    ]);
+    assert_eq!(pinned.status.code(), Some(0), "{pinned:?}");
+    let other = trustos(&[
+        "verify",
+        &bundle,
+        "--jwks",
+        &jwks,
+        "--origin",
+        "trustos.example/other",
+    ]);
+    assert_eq!(other.status.code(), Some(1));
+    assert!(stdout(&other).starts_with("invalid: CHECKPOINT_ORIGIN_MISMATCH: "));
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let jwks = fixture("jwks.json");
-    assert_eq!(trustos(&["verify"]).status.code(), Some(2));
-    assert_eq!(
-        trustos(&["verify", "/nonexistent/receipt.jws", "--jwks", &jwks])
-            .status
-            .code(),
-        Some(2)
-    );
-    assert_eq!(
-        trustos(&[
+    let receipt = fixture("receipt.jws");
+    let decision = fixture("decision.jws");
+    let cases: [&[&str]; 7] = [
+        &["verify"],
+        &["verify", "/nonexistent/receipt.jws", "--jwks", &jwks],
+        &["verify", &receipt, "--jwks", "/nonexistent/jwks.json"],
+        // A JWKS that is not a JWKS is a configuration error, not an invalid receipt.
+        &["verify", &receipt, "--jwks", &receipt],
+        &["verify", &decision, "--jwks", &jwks, "--at", "yesterday"],
+        &[
             "verify",
-            &fixture("receipt.jws"),
-            "--jwks",
-            "/nonexistent/jwks.json"
-        ])
-        .status
-        .code(),
-        Some(2)
-    );
-    // A JWKS that is not a JWKS is a configuration error, not an invalid receipt.
-    assert_eq!(
-        trustos(&[
-            "verify",
-            &fixture("receipt.jws"),
-            "--jwks",
-            &fixture("receipt.jws")
-        ])
-        .status
-        .code(),
-        Some(2)
-    );
-    assert_eq!(
-        trustos(&[
-            "verify",
-            &fixture("decision.jws"),
+            &receipt,
             "--jwks",
             &jwks,
-            "--at",
-            "yesterday"
-        ])
-        .status
-        .code(),
-        Some(2)
-    );
-    assert_eq!(trustos(&["no-such-command"]).status.code(), Some(2));
+            "--origin",
+            "trustos.example/log",
+        ],
+        &["no-such-command"],
+    ];
+    for args in cases {
+        assert_eq!(trustos(args).status.code(), Some(2), "{args:?}");
+    }
 }
 
 #[test]

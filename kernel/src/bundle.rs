@@ -161,10 +161,30 @@ impl ReceiptBundle {
         bytes
     }
 
-    /// Verifies the receipt, the checkpoint and the inclusion proof against `keys`.
+    /// Verifies the receipt, the checkpoint and the inclusion proof against `keys`, for whatever
+    /// log the checkpoint names (its origin must still be the name the trusted key signed under).
     pub fn verify(&self, keys: &TrustedKeys) -> Result<VerifiedBundle, BundleError> {
+        self.verify_in_log(keys, None)
+    }
+
+    /// As [`verify`](Self::verify), and when `expected_origin` is given the checkpoint must be
+    /// for that log: a key that signs checkpoints of several logs cannot pass one for another.
+    pub fn verify_in_log(
+        &self,
+        keys: &TrustedKeys,
+        expected_origin: Option<&str>,
+    ) -> Result<VerifiedBundle, BundleError> {
         let signed = Verifier::new(keys.clone()).verify_receipt(&self.receipt)?;
         let checkpoint = open_checkpoint(&self.checkpoint, keys)?;
+        if let Some(expected) = expected_origin
+            && checkpoint.origin != expected
+        {
+            return Err(CheckpointError::OriginMismatch {
+                expected: expected.to_owned(),
+                found: checkpoint.origin,
+            }
+            .into());
+        }
 
         let proof_index = self.inclusion_proof.leaf_index.get();
         let receipt_index = signed.receipt.log_index.get();

@@ -33,6 +33,9 @@ pub struct VerifyArgs {
     /// (YYYY-MM-DDTHH:MM:SS.mmmZ).
     #[arg(long, value_name = "TIME")]
     at: Option<Timestamp>,
+    /// Bundles only: also require the checkpoint to be for this log origin.
+    #[arg(long, value_name = "ORIGIN")]
+    origin: Option<String>,
     /// Also require the object to be bound to this request fingerprint (sha256:…).
     #[arg(long, value_name = "DIGEST")]
     fingerprint: Option<Digest>,
@@ -102,7 +105,10 @@ fn verify_input(input: &[u8], keys: &TrustedKeys, args: &VerifyArgs) -> Result<R
         if args.at.is_some() {
             return Err("--at applies to decisions, and this is a receipt bundle".into());
         }
-        return Ok(verify_bundle(input, keys, args.fingerprint.as_ref()));
+        return Ok(verify_bundle(input, keys, args));
+    }
+    if args.origin.is_some() {
+        return Err("--origin applies to receipt bundles, and this is a compact JWS".into());
     }
     let Ok(text) = std::str::from_utf8(input) else {
         return Ok(invalid(
@@ -167,12 +173,16 @@ fn verify_input(input: &[u8], keys: &TrustedKeys, args: &VerifyArgs) -> Result<R
     }
 }
 
-fn verify_bundle(input: &[u8], keys: &TrustedKeys, fingerprint: Option<&Digest>) -> Report {
-    let verified = match ReceiptBundle::from_json(input).and_then(|bundle| bundle.verify(keys)) {
+fn verify_bundle(input: &[u8], keys: &TrustedKeys, args: &VerifyArgs) -> Report {
+    let verified = match ReceiptBundle::from_json(input)
+        .and_then(|bundle| bundle.verify_in_log(keys, args.origin.as_deref()))
+    {
         Ok(verified) => verified,
         Err(err) => return invalid(err.reason_code(), &err),
     };
-    if let Some(report) = fingerprint_mismatch(fingerprint, &verified.receipt.fingerprint) {
+    if let Some(report) =
+        fingerprint_mismatch(args.fingerprint.as_ref(), &verified.receipt.fingerprint)
+    {
         return report;
     }
     Report::Valid {
