@@ -19,7 +19,7 @@ use trustos_kernel::verify::Verifier;
 /// A tool-call argument object of about 1 KiB once canonical.
 fn one_kib_object() -> Value {
     let mut object = serde_json::Map::new();
-    for index in 0..24 {
+    for index in 0..18 {
         object.insert(
             format!("field_{index:02}"),
             json!({"text": "lorem ipsum dolor", "n": index * 1000, "ok": index % 2 == 0}),
