@@ -41,7 +41,7 @@ fn decision(fingerprint: Digest) -> PolicyDecision {
         reason_codes: vec!["WITHIN_POLICY".into()],
         policy_ids: vec!["trustos.budget.daily".into()],
         profile_fingerprint: Digest::of(b"profile"),
-        reservation: None,
+        reservations: vec![],
         issued_at: at(1_768_478_400_000),
         expires_at: at(1_768_478_460_000),
         mode: Mode::Hard,

@@ -293,9 +293,9 @@ pub struct PolicyDecision {
     pub policy_ids: Vec<String>,
     /// SHA-256 of the canonical compiled profile.
     pub profile_fingerprint: Digest,
-    /// Budget reserved for the call, when it spends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reservation: Option<BudgetReservation>,
+    /// Budget amounts reserved for the call, one per budget it counts against (agent, tenant,
+    /// payee…); empty when it spends nothing. All were reserved atomically with the decision.
+    pub reservations: Vec<BudgetReservation>,
     /// When the decision was made.
     pub issued_at: Timestamp,
     /// After this instant the decision can no longer be used.

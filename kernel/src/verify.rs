@@ -45,7 +45,7 @@
 //! let decision = PolicyDecision {
 //!     object_type: DecisionType::V1, decision_id: "dec_1".into(), fingerprint,
 //!     outcome: Outcome::Allow, reason_codes: vec![], policy_ids: vec!["p".into()],
-//!     profile_fingerprint: Digest::of(b"profile"), reservation: None,
+//!     profile_fingerprint: Digest::of(b"profile"), reservations: vec![],
 //!     issued_at: Timestamp::from_unix_millis(1_000).unwrap(),
 //!     expires_at: Timestamp::from_unix_millis(61_000).unwrap(), mode: Mode::Hard,
 //! };

@@ -153,9 +153,9 @@ fn schemas_refuse_what_the_types_refuse() {
     receipt["logIndex"] = Value::from(9_007_199_254_740_992_u64);
     assert!(!validator("receipt.v1.schema.json").is_valid(&receipt));
     let mut decision = read_golden("policy-decision.v1.json");
-    decision["reservation"]["amount"] = Value::from(1_000_000);
+    decision["reservations"][0]["amount"] = Value::from(1_000_000);
     assert!(!validator("policy-decision.v1.schema.json").is_valid(&decision));
-    decision["reservation"]["amount"] = Value::from("01000000");
+    decision["reservations"][0]["amount"] = Value::from("01000000");
     assert!(!validator("policy-decision.v1.schema.json").is_valid(&decision));
     let mut fingerprint = read_golden("request-fingerprint.v1.json");
     fingerprint["unexpected"] = Value::from(true);

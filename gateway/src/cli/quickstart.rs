@@ -122,7 +122,7 @@ fn walk(home: &Path) -> Result<(), String> {
         policy_ids: vec!["quickstart.allow-sample".into()],
         profile_fingerprint: Digest::of_canonical(&json!({"profile": "quickstart"}))
             .map_err(|err| err.to_string())?,
-        reservation: None,
+        reservations: vec![],
         issued_at,
         expires_at,
         mode: Mode::Hard,

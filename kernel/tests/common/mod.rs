@@ -76,13 +76,13 @@ pub fn golden() -> Golden {
             "trustos.payee.allowlist".into(),
         ],
         profile_fingerprint: Digest::of(b"golden profile"),
-        reservation: Some(BudgetReservation {
+        reservations: vec![BudgetReservation {
             budget_key: "agent:research-bot/day".into(),
             asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e".into(),
             amount: "10000".parse().unwrap(),
             window_start: at("2026-01-15T00:00:00.000Z"),
             window_end: at("2026-01-16T00:00:00.000Z"),
-        }),
+        }],
         issued_at: at("2026-01-15T12:00:00.000Z"),
         expires_at: at("2026-01-15T12:01:00.000Z"),
         mode: Mode::Hard,
