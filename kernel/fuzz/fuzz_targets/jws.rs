@@ -67,8 +67,8 @@ fn signing_mode(payload: &[u8]) {
             panic!("verify refused canonical payload {value}: {err:?}")
         }
     }
-    let wrong_typ = jws::verify(&token, &KEYS, Some("not-t"))
-        .expect_err("token verified under the wrong typ");
+    let wrong_typ =
+        jws::verify(&token, &KEYS, Some("not-t")).expect_err("token verified under the wrong typ");
     assert_eq!(wrong_typ.reason_code(), "JWS_WRONG_TYP");
 }
 
@@ -77,7 +77,8 @@ fn raw_mode(data: &[u8]) {
     match jws::verify(&text, &KEYS, None) {
         Err(err) => assert!(!err.reason_code().is_empty(), "empty reason code: {err:?}"),
         Ok(verified) => {
-            let genuine = jws::sign_raw_payload_for_tests(&KEY, &verified.typ, &verified.payload_bytes);
+            let genuine =
+                jws::sign_raw_payload_for_tests(&KEY, &verified.typ, &verified.payload_bytes);
             assert_eq!(
                 text, genuine,
                 "a token the key never produced verified (forgery or malleability)"
@@ -85,7 +86,10 @@ fn raw_mode(data: &[u8]) {
             assert_eq!(verified.kid, KEY.kid());
             let jcs = canonical::value_to_jcs(&verified.payload)
                 .unwrap_or_else(|err| panic!("verified payload does not canonicalize: {err}"));
-            assert_eq!(jcs, verified.payload_bytes, "verified payload is not its own JCS");
+            assert_eq!(
+                jcs, verified.payload_bytes,
+                "verified payload is not its own JCS"
+            );
         }
     }
 }

@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
             if data.starts_with(BOM) {
                 assert_eq!(code, "JSON_BOM", "BOM input refused as {err:?}");
             } else if std::str::from_utf8(data).is_err() {
-                assert_eq!(code, "JSON_INVALID_UTF8", "non-UTF-8 input refused as {err:?}");
+                assert_eq!(
+                    code, "JSON_INVALID_UTF8",
+                    "non-UTF-8 input refused as {err:?}"
+                );
             }
             return;
         }

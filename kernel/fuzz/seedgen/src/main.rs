@@ -12,7 +12,7 @@ use serde_json::json;
 use trustos_kernel::bundle::ReceiptBundle;
 use trustos_kernel::checkpoint::{self, Checkpoint};
 use trustos_kernel::jws::{self, TYP_DECISION, TYP_RECEIPT};
-use trustos_kernel::keys::GatewayKey;
+use trustos_kernel::keys::{GatewayKey, TrustedKeys};
 use trustos_kernel::merkle::MemoryTree;
 use trustos_kernel::objects::SafeIndex;
 
@@ -36,16 +36,24 @@ fn main() {
     let golden = common::golden();
 
     // jws: tokens the fuzzing key really signed (they verify), and ones it signed that must not.
-    write("jws", "signed-object", jws::sign(&key, "t", &json!({"a": 1})).unwrap().as_bytes());
+    write(
+        "jws",
+        "signed-object",
+        jws::sign(&key, "t", &json!({"a": 1})).unwrap().as_bytes(),
+    );
     write(
         "jws",
         "signed-receipt",
-        jws::sign(&key, TYP_RECEIPT, &golden.receipt).unwrap().as_bytes(),
+        jws::sign(&key, TYP_RECEIPT, &golden.receipt)
+            .unwrap()
+            .as_bytes(),
     );
     write(
         "jws",
         "signed-decision",
-        jws::sign(&key, TYP_DECISION, &golden.decision).unwrap().as_bytes(),
+        jws::sign(&key, TYP_DECISION, &golden.decision)
+            .unwrap()
+            .as_bytes(),
     );
     write(
         "jws",
@@ -85,4 +93,20 @@ fn main() {
         note,
     );
     write("bundle", "fuzz-key-bundle.json", &bundle.to_json_pretty());
+
+    // The seeds meant to verify do, so the targets start from their deepest paths.
+    let trusted = TrustedKeys::new([key.public().clone()]);
+    for name in ["signed-object", "signed-receipt", "signed-decision"] {
+        let token = fs::read_to_string(seeds().join("jws").join(name)).unwrap();
+        jws::verify(&token, &trusted, None).unwrap();
+    }
+    let both = TrustedKeys::new([key.public().clone(), golden.key.public().clone()]);
+    for name in ["golden-bundle.json", "fuzz-key-bundle.json"] {
+        let bytes = fs::read(seeds().join("bundle").join(name)).unwrap();
+        ReceiptBundle::from_json(&bytes)
+            .unwrap()
+            .verify(&both)
+            .unwrap();
+    }
+    println!("signed seeds verify");
 }
