@@ -7,10 +7,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-mod cli;
-mod keyfile;
-
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
-    cli::run(args)
+    trustos::cli::run(trustos::cli::Cli::parse())
 }

@@ -42,6 +42,28 @@ impl Timestamp {
         self.0
     }
 
+    /// The UTC calendar date of this instant: (year, month 1–12, day 1–31).
+    pub fn utc_date(self) -> (u64, u64, u64) {
+        civil_from_days(self.0 / MILLIS_PER_DAY)
+    }
+
+    /// Midnight UTC at the start of a calendar date.
+    pub fn from_utc_date(year: u64, month: u64, day: u64) -> Result<Self, TimestampError> {
+        if !(1970..=9999).contains(&year)
+            || !(1..=12).contains(&month)
+            || day == 0
+            || day > days_in_month(year, month)
+        {
+            return Err(TimestampError::OutOfRange);
+        }
+        Self::from_unix_millis(days_from_civil(year, month, day) * MILLIS_PER_DAY)
+    }
+
+    /// This instant minus `millis`, if still in range.
+    pub fn checked_sub_millis(self, millis: u64) -> Option<Self> {
+        self.0.checked_sub(millis).map(Self)
+    }
+
     /// This instant plus `millis`, if still in range.
     pub fn checked_add_millis(self, millis: u64) -> Option<Self> {
         self.0
@@ -212,6 +234,18 @@ mod tests {
             Timestamp::from_unix_millis(MAX_MILLIS + 1),
             Err(TimestampError::OutOfRange)
         );
+    }
+
+    #[test]
+    fn calendar_dates() {
+        let stamp: Timestamp = "2024-02-29T23:59:59.999Z".parse().unwrap();
+        assert_eq!(stamp.utc_date(), (2024, 2, 29));
+        assert_eq!(
+            Timestamp::from_utc_date(2024, 3, 1).unwrap().to_string(),
+            "2024-03-01T00:00:00.000Z"
+        );
+        assert!(Timestamp::from_utc_date(2023, 2, 29).is_err());
+        assert!(Timestamp::from_utc_date(1969, 12, 31).is_err());
     }
 
     proptest! {
