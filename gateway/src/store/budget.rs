@@ -91,19 +91,31 @@ mod tests {
         let instant = at("2026-12-31T23:59:59.999Z");
         assert_eq!(
             BudgetWindow::Hour.bounds(instant),
-            (at("2026-12-31T23:00:00.000Z"), at("2027-01-01T00:00:00.000Z"))
+            (
+                at("2026-12-31T23:00:00.000Z"),
+                at("2027-01-01T00:00:00.000Z")
+            )
         );
         assert_eq!(
             BudgetWindow::Day.bounds(instant),
-            (at("2026-12-31T00:00:00.000Z"), at("2027-01-01T00:00:00.000Z"))
+            (
+                at("2026-12-31T00:00:00.000Z"),
+                at("2027-01-01T00:00:00.000Z")
+            )
         );
         assert_eq!(
             BudgetWindow::Month.bounds(instant),
-            (at("2026-12-01T00:00:00.000Z"), at("2027-01-01T00:00:00.000Z"))
+            (
+                at("2026-12-01T00:00:00.000Z"),
+                at("2027-01-01T00:00:00.000Z")
+            )
         );
         assert_eq!(
             BudgetWindow::Month.bounds(at("2024-02-29T12:00:00.000Z")),
-            (at("2024-02-01T00:00:00.000Z"), at("2024-03-01T00:00:00.000Z"))
+            (
+                at("2024-02-01T00:00:00.000Z"),
+                at("2024-03-01T00:00:00.000Z")
+            )
         );
         // Midnight belongs to the new day.
         assert_eq!(

@@ -129,7 +129,7 @@ pub enum SettleOutcome {
 
 /// How a receipt settles its decision's reservations, in the same atomic unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Settlement {
+pub enum BudgetSettlement {
     /// The call succeeded and spent: capture.
     Capture,
     /// The call failed and spent nothing: release.
@@ -146,7 +146,7 @@ pub struct ReceiptCommit {
     /// The decision the receipt closes.
     pub decision_id: String,
     /// What to do with its reservations.
-    pub settlement: Settlement,
+    pub settlement: BudgetSettlement,
     /// Builds the signed receipt given its log index.
     pub build: EntryBuilder,
 }
@@ -240,7 +240,9 @@ pub enum StoreError {
         supported: u64,
     },
     /// The disk is full: nothing of the failed operation was acknowledged.
-    #[error("{path}: no space left on the device; the operation was not recorded — free space and retry")]
+    #[error(
+        "{path}: no space left on the device; the operation was not recorded — free space and retry"
+    )]
     DiskFull {
         /// The database file.
         path: PathBuf,
@@ -332,8 +334,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<NonceOutcome, StoreError>;
 
     /// A versioned record.
-    async fn load_record(&self, kind: &str, id: &str)
-    -> Result<Option<VersionedRecord>, StoreError>;
+    async fn load_record(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<VersionedRecord>, StoreError>;
 
     /// Writes a record if its current version is `expected` (`None`: it must not exist yet).
     async fn compare_and_set(
@@ -357,8 +362,11 @@ pub trait Store: Send + Sync + 'static {
     async fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<Vec<Hash>, StoreError>;
 
     /// RFC 9162 consistency proof between two sizes of the log.
-    async fn consistency_proof(&self, old_size: u64, new_size: u64)
-    -> Result<Vec<Hash>, StoreError>;
+    async fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<Hash>, StoreError>;
 
     /// Signs a C2SP checkpoint of the whole log with the gateway key.
     async fn checkpoint(&self) -> Result<SignedCheckpoint, StoreError>;

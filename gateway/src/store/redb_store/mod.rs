@@ -262,14 +262,10 @@ fn guard_open(
             path: path.to_owned(),
             detail: format!("redb file format {version} needs a manual upgrade"),
         }),
-        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail))))
-            if detail.contains("magic number") =>
-        {
-            Err(StoreError::Foreign {
-                path: path.to_owned(),
-                detail: "the file is not a redb database".into(),
-            })
-        }
+        Ok(Err(err)) if err.to_string().contains("magic number") => Err(StoreError::Foreign {
+            path: path.to_owned(),
+            detail: "the file is not a redb database".into(),
+        }),
         Ok(Err(err)) => Err(map_error(path, err.into())),
         Err(_) => Err(StoreError::Corrupt {
             path: path.to_owned(),

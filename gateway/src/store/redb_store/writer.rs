@@ -25,8 +25,8 @@ use trustos_kernel::timestamp::Timestamp;
 use super::tables::*;
 use super::{Internal, map_error};
 use crate::store::{
-    CasOutcome, CommitError, ConsumeOutcome, DecisionCommit, IdempotencyBegin, NonceOutcome,
-    ReceiptCommit, SettleOutcome, Settlement, StoreError,
+    BudgetSettlement, CasOutcome, CommitError, ConsumeOutcome, DecisionCommit, IdempotencyBegin,
+    NonceOutcome, ReceiptCommit, SettleOutcome, StoreError,
 };
 
 /// Most operations in one transaction.
@@ -433,7 +433,10 @@ impl<'t> Tables<'t> {
                 amount: charge.amount.to_string(),
             };
             let spent = self.usage(&entry, window_start.unix_millis())?.spent();
-            if spent.checked_add(charge.amount).is_none_or(|total| total > charge.limit) {
+            if spent
+                .checked_add(charge.amount)
+                .is_none_or(|total| total > charge.limit)
+            {
                 return Ok(Err(CommitError::BudgetExceeded {
                     budget_key: charge.budget_key.clone(),
                     window: charge.window,
@@ -484,7 +487,11 @@ impl<'t> Tables<'t> {
         }
     }
 
-    fn save_decision(&mut self, decision_id: &str, record: &DecisionRecord) -> Result<(), Internal> {
+    fn save_decision(
+        &mut self,
+        decision_id: &str,
+        record: &DecisionRecord,
+    ) -> Result<(), Internal> {
         self.decisions
             .insert(decision_id, encode(record)?.as_slice())?;
         Ok(())
@@ -550,7 +557,10 @@ impl<'t> Tables<'t> {
     /// Releases up to `limit` reservations of decisions that expired at or before `now` unused.
     fn sweep(&mut self, now: Timestamp, limit: usize) -> Result<u64, Internal> {
         let mut expired = Vec::new();
-        for row in self.unused.range((0u64, "")..=(now.unix_millis(), "\u{10ffff}"))? {
+        for row in self
+            .unused
+            .range((0u64, "")..=(now.unix_millis(), "\u{10ffff}"))?
+        {
             if expired.len() >= limit {
                 break;
             }
@@ -579,7 +589,7 @@ impl<'t> Tables<'t> {
                 commit.decision_id
             )));
         };
-        if commit.settlement == Settlement::Release && record.state == ChargeState::Captured {
+        if commit.settlement == BudgetSettlement::Release && record.state == ChargeState::Captured {
             return Ok(refuse(format!(
                 "decision {} is captured; its reservations cannot be released",
                 commit.decision_id
@@ -591,13 +601,13 @@ impl<'t> Tables<'t> {
             Err(reason) => return Ok(refuse(format!("receipt could not be built: {reason}"))),
         };
         match commit.settlement {
-            Settlement::Capture => {
+            BudgetSettlement::Capture => {
                 self.settle(&commit.decision_id, true)?;
             }
-            Settlement::Release => {
+            BudgetSettlement::Release => {
                 self.settle(&commit.decision_id, false)?;
             }
-            Settlement::Keep => {}
+            BudgetSettlement::Keep => {}
         }
         let appended = self.append(&bytes)?;
         Ok(Ok(Answer::Receipt(appended, bytes)))
@@ -707,7 +717,8 @@ impl<'t> Tables<'t> {
         {
             return Ok(Ok(Answer::Nonce(NonceOutcome::Replayed)));
         }
-        self.nonces.insert((scope, nonce), expires_at.unix_millis())?;
+        self.nonces
+            .insert((scope, nonce), expires_at.unix_millis())?;
         Ok(Ok(Answer::Nonce(NonceOutcome::Fresh)))
     }
 
