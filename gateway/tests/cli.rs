@@ -355,3 +355,77 @@ fn quickstart_ends_in_a_bundle_that_verifies_offline() {
     ]);
     assert_eq!(output.status.code(), Some(1));
 }
+
+#[test]
+fn log_prove_prints_a_bundle_that_verifies_and_refuses_non_receipts() {
+    let home = scratch("log");
+    let with_home = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trustos"))
+            .args(args)
+            .env("TRUSTOS_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    // Before any data exists, the log commands say what to do.
+    let empty = with_home(&["log", "checkpoint"]);
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("trustos quickstart"));
+
+    assert_eq!(with_home(&["quickstart"]).status.code(), Some(0));
+    let checkpoint = with_home(&["log", "checkpoint", "--json"]);
+    assert_eq!(checkpoint.status.code(), Some(0), "{checkpoint:?}");
+    let report: serde_json::Value = serde_json::from_slice(&checkpoint.stdout).unwrap();
+    assert_eq!(report["treeSize"], 2);
+
+    let bundle = with_home(&["log", "prove", "--index", "1"]);
+    assert_eq!(bundle.status.code(), Some(0), "{bundle:?}");
+    let bundle_path = home.join("proved.json");
+    fs::write(&bundle_path, &bundle.stdout).unwrap();
+    let jwks = home.join("quickstart/jwks.json");
+    let verified = trustos(&[
+        "verify",
+        bundle_path.to_str().unwrap(),
+        "--jwks",
+        jwks.to_str().unwrap(),
+    ]);
+    assert_eq!(verified.status.code(), Some(0), "{verified:?}");
+    assert!(stdout(&verified).contains("included at index 1 of 2"));
+
+    // Index 0 is the decision; index 2 does not exist.
+    let decision = with_home(&["log", "prove", "--index", "0"]);
+    assert_eq!(decision.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&decision.stderr).contains("not a receipt"));
+    assert_eq!(
+        with_home(&["log", "prove", "--index", "2"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn a_second_process_cannot_open_the_data_directory() {
+    let home = scratch("second");
+    let first = Command::new(env!("CARGO_BIN_EXE_trustos"))
+        .arg("quickstart")
+        .env("TRUSTOS_HOME", &home)
+        .output()
+        .unwrap();
+    assert_eq!(first.status.code(), Some(0));
+    let key = std::sync::Arc::new(
+        trustos::keyfile::read_private_key(&home.join("keys/gateway.key.pem")).unwrap(),
+    );
+    let database = home.join("data/trustos.redb");
+    let held = trustos::store::redb_store::RedbStore::open(&database, key, "ignored").unwrap();
+    let blocked = Command::new(env!("CARGO_BIN_EXE_trustos"))
+        .args(["log", "checkpoint"])
+        .env("TRUSTOS_HOME", &home)
+        .output()
+        .unwrap();
+    assert_eq!(blocked.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&blocked.stderr);
+    assert!(message.contains("open in another process"), "{message}");
+    assert!(
+        message.contains(&database.display().to_string()),
+        "{message}"
+    );
+    drop(held);
+}

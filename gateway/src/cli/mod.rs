@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::home::Home;
+
 /// Prints a line on standard output, ignoring a closed pipe (`trustos verify … | head -1`) instead
 /// of panicking the way `println!` does.
 macro_rules! out {
@@ -16,6 +18,7 @@ macro_rules! out {
 
 mod jwks;
 mod keygen;
+mod log;
 mod quickstart;
 mod verify;
 
@@ -67,6 +70,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         home: Option<PathBuf>,
     },
+    /// Read the audit log: signed checkpoints and inclusion proofs.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Verify a signed decision, a signed receipt, or a receipt bundle, offline.
     #[command(
         after_help = "Examples:\n  trustos verify receipt.jws --jwks jwks.json\n  \
@@ -78,27 +84,60 @@ enum Command {
     Verify(verify::VerifyArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Sign and print a C2SP checkpoint of the whole log.
+    #[command(after_help = "Example:\n  trustos log checkpoint\n\n\
+        Prints the signed note: origin, tree size, root hash, and the gateway's signature.")]
+    Checkpoint {
+        /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// Print origin, size, root and note as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a receipt bundle (receipt, inclusion proof, signed checkpoint) for one log entry.
+    #[command(
+        after_help = "Example:\n  trustos log prove --index 1 > bundle.json\n  \
+        trustos verify bundle.json --jwks ~/.trustos/quickstart/jwks.json"
+    )]
+    Prove {
+        /// Log index of the receipt.
+        #[arg(long, value_name = "N")]
+        index: u64,
+        /// Prove against the tree of this many entries (default: the whole log).
+        #[arg(long, value_name = "M")]
+        size: Option<u64>,
+        /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+    },
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Keygen { out, json } => keygen::run(&out, json),
         Command::Jwks { keys } => jwks::run(&keys),
-        Command::Quickstart { home } => match home.or_else(default_home) {
-            Some(home) => quickstart::run(&home),
-            None => {
-                eprintln!("trustos quickstart: set TRUSTOS_HOME or HOME, or pass --home DIR");
-                EXIT_USAGE
-            }
+        Command::Quickstart { home } => match Home::resolve(home) {
+            Ok(home) => quickstart::run(&home),
+            Err(err) => usage("quickstart", &err),
+        },
+        Command::Log(LogCommand::Checkpoint { home, json }) => match Home::resolve(home) {
+            Ok(home) => log::checkpoint(&home, json),
+            Err(err) => usage("log checkpoint", &err),
+        },
+        Command::Log(LogCommand::Prove { index, size, home }) => match Home::resolve(home) {
+            Ok(home) => log::prove(&home, index, size),
+            Err(err) => usage("log prove", &err),
         },
         Command::Verify(args) => verify::run(&args),
     };
     ExitCode::from(code)
 }
 
-/// `$TRUSTOS_HOME`, else `~/.trustos`.
-fn default_home() -> Option<PathBuf> {
-    std::env::var_os("TRUSTOS_HOME")
-        .filter(|home| !home.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".trustos")))
+fn usage(command: &str, err: &dyn std::fmt::Display) -> u8 {
+    eprintln!("trustos {command}: {err}");
+    EXIT_USAGE
 }
