@@ -891,10 +891,13 @@ async fn crash_child() {
     }
 }
 
+/// Prints one line for the parent. If the parent is gone (its end of the pipe is closed), the
+/// child stops at once instead of writing into the store forever.
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(0);
+    }
 }
 
 /// Tiny deterministic PRNG for kill delays (xorshift64*); the seed is printed on failure.
@@ -915,22 +918,34 @@ struct Acknowledged {
     receipts: Vec<(String, u64, String)>,
 }
 
+/// Kills the child however the parent leaves (a failed assertion included).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn run_child(dir: &Path, round: usize, kill_after: Duration) -> Acknowledged {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_ROUND, round.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, dir)
+            .env(CHILD_ROUND, round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let ready = Arc::new(AtomicBool::new(false));
     let reader = {
         let ready = Arc::clone(&ready);
@@ -965,8 +980,8 @@ fn run_child(dir: &Path, round: usize, kill_after: Duration) -> Acknowledged {
     }
     assert!(ready.load(Ordering::SeqCst), "child never opened the store");
     std::thread::sleep(kill_after);
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL on Unix
+    child.0.wait().unwrap();
     reader.join().unwrap()
 }
 
@@ -1054,6 +1069,7 @@ async fn redb_survives_sigkill_at_random_points() {
         total_acknowledged >= CRASH_ROUNDS,
         "the children acknowledged only {total_acknowledged} decisions: the test proved little"
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn base64_url_decode(text: &str) -> Vec<u8> {

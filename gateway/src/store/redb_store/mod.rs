@@ -649,13 +649,13 @@ impl Store for RedbStore {
     }
 
     async fn log_root(&self, tree_size: u64) -> Result<Hash, StoreError> {
+        let size = self.log_size().await?;
+        if tree_size > size {
+            return Err(StoreError::Invalid(format!(
+                "tree size {tree_size} is beyond the log's {size} entries"
+            )));
+        }
         self.read(move |txn| {
-            let size = writer::read_log_size(&txn.open_table(META)?)?;
-            if tree_size > size {
-                return Err(Internal::Corrupt(format!(
-                    "tree size {tree_size} is beyond the log size {size}"
-                )));
-            }
             if tree_size == 0 {
                 return Ok(merkle::empty_root());
             }
