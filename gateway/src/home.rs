@@ -84,14 +84,19 @@ impl Home {
         Ok((key, true))
     }
 
-    /// Opens the store, creating it when `create` is set. New logs are named after the key.
-    pub fn open_store(&self, key: Arc<GatewayKey>, create: bool) -> Result<RedbStore, HomeError> {
+    /// Opens the store (off the async threads), creating it when `create` is set. New logs are
+    /// named after the key.
+    pub async fn open_store(
+        &self,
+        key: Arc<GatewayKey>,
+        create: bool,
+    ) -> Result<RedbStore, HomeError> {
         let path = self.database_path();
         if !create && !path.exists() {
             return Err(HomeError::NoData(path.display().to_string()));
         }
         let origin = default_origin(&key);
-        Ok(RedbStore::open(&path, key, &origin)?)
+        Ok(RedbStore::open_async(path, key, origin).await?)
     }
 }
 

@@ -26,7 +26,10 @@ fn with_store<T>(
         .map_err(|err| format!("cannot start the runtime: {err}"))?;
     runtime.block_on(async {
         let key = Arc::new(home.load_key().map_err(|err| err.to_string())?);
-        let store = home.open_store(key, false).map_err(|err| err.to_string())?;
+        let store = home
+            .open_store(key, false)
+            .await
+            .map_err(|err| err.to_string())?;
         let result = body(&store, home).await;
         store.close().await.map_err(|err| err.to_string())?;
         result

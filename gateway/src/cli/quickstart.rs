@@ -96,7 +96,10 @@ async fn walk(home: &Home) -> Result<(), String> {
         key.kid(),
         if created { "created" } else { "reused" }
     );
-    let store = home.open_store(Arc::clone(&key), true).map_err(text)?;
+    let store = home
+        .open_store(Arc::clone(&key), true)
+        .await
+        .map_err(text)?;
     out!(
         "  store     {} (log {})",
         store.path().display(),

@@ -123,6 +123,17 @@ impl RedbStore {
         Self::start(db, path, key, origin)
     }
 
+    /// [`open`](Self::open) on tokio's blocking pool, for callers already inside a runtime.
+    pub async fn open_async(
+        path: PathBuf,
+        key: Arc<GatewayKey>,
+        origin: String,
+    ) -> Result<Self, StoreError> {
+        tokio::task::spawn_blocking(move || Self::open(&path, key, &origin))
+            .await
+            .map_err(|err| StoreError::Unavailable(format!("open task failed: {err}")))?
+    }
+
     /// As [`open`](Self::open), on a caller-supplied storage backend (used to inject failing
     /// disks in tests). `path` only labels errors.
     pub fn open_with_backend(
