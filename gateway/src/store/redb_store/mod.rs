@@ -499,36 +499,28 @@ impl Store for RedbStore {
         let budget = budget_id(budget_key, &window.label());
         let (start, end) = window.bounds(at);
         self.read(move |txn| {
-            let mut usage = BudgetUsage::default();
-            if window.is_fixed() {
-                let totals = match txn.open_table(BUDGET_TOTALS) {
-                    Ok(table) => table,
-                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(usage),
+            let totals = if window.is_fixed() {
+                match txn.open_table(BUDGET_TOTALS) {
+                    Ok(table) => fixed_window_totals(&table, &budget, start.unix_millis())?,
+                    Err(redb::TableError::TableDoesNotExist(_)) => Totals::default(),
                     Err(err) => return Err(err.into()),
-                };
-                if let Some(bytes) = totals.get((budget.as_str(), start.unix_millis()))? {
-                    let decoded = Totals::decode(bytes.value())
-                        .ok_or_else(|| Internal::Corrupt("budget totals".into()))?;
-                    usage.reserved = decoded.reserved;
-                    usage.captured = decoded.captured;
                 }
-                return Ok(usage);
-            }
-            let charges = match txn.open_table(BUDGET_CHARGES) {
-                Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(usage),
-                Err(err) => return Err(err.into()),
+            } else {
+                match txn.open_table(BUDGET_CHARGES) {
+                    Ok(table) => rolling_window_totals(
+                        &table,
+                        &budget,
+                        start.unix_millis(),
+                        end.unix_millis(),
+                    )?,
+                    Err(redb::TableError::TableDoesNotExist(_)) => Totals::default(),
+                    Err(err) => return Err(err.into()),
+                }
             };
-            let low = (budget.as_str(), start.unix_millis().saturating_add(1), "");
-            let high = (budget.as_str(), end.unix_millis(), "\u{10ffff}");
-            for row in charges.range(low..=high)? {
-                let (_, value) = row?;
-                let decoded = Totals::decode(value.value())
-                    .ok_or_else(|| Internal::Corrupt("budget charge".into()))?;
-                usage.reserved = usage.reserved.saturating_add(decoded.reserved);
-                usage.captured = usage.captured.saturating_add(decoded.captured);
-            }
-            Ok(usage)
+            Ok(BudgetUsage {
+                reserved: totals.reserved,
+                captured: totals.captured,
+            })
         })
         .await
     }

@@ -7,6 +7,8 @@ use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use trustos_kernel::merkle::{Hash, NodeSource};
 
+use super::Internal;
+
 /// `format`, `schema_version`, `origin`, `log_size`.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// decision id → [`DecisionRecord`].
@@ -133,6 +135,40 @@ pub struct IdempotencyRecord {
 pub fn budget_id(budget_key: &str, window_label: &str) -> String {
     // U+001F (unit separator) cannot appear in a budget key read from a profile.
     format!("{budget_key}\u{1f}{window_label}")
+}
+
+/// Reserved and captured totals of a fixed window starting at `window_start` millis.
+pub fn fixed_window_totals<T: ReadableTable<(&'static str, u64), &'static [u8]>>(
+    totals: &T,
+    budget: &str,
+    window_start: u64,
+) -> Result<Totals, Internal> {
+    match totals.get((budget, window_start))? {
+        None => Ok(Totals::default()),
+        Some(bytes) => Totals::decode(bytes.value()).ok_or_else(|| {
+            Internal::Corrupt(format!("budget totals of {budget:?} are not 32 bytes"))
+        }),
+    }
+}
+
+/// Sum of the charges of a rolling window: every charge made in `(after, through]` millis.
+pub fn rolling_window_totals<T: ReadableTable<(&'static str, u64, &'static str), &'static [u8]>>(
+    charges: &T,
+    budget: &str,
+    after: u64,
+    through: u64,
+) -> Result<Totals, Internal> {
+    let mut sum = Totals::default();
+    let low = (budget, after.saturating_add(1), "");
+    let high = (budget, through, "\u{10ffff}");
+    for row in charges.range(low..=high)? {
+        let (_, value) = row?;
+        let charge = Totals::decode(value.value())
+            .ok_or_else(|| Internal::Corrupt(format!("a charge of {budget:?} is not 32 bytes")))?;
+        sum.reserved = sum.reserved.saturating_add(charge.reserved);
+        sum.captured = sum.captured.saturating_add(charge.captured);
+    }
+    Ok(sum)
 }
 
 /// A failed read of a Merkle node.

@@ -298,24 +298,10 @@ impl<'t> Tables<'t> {
 
     fn usage(&self, charge: &StoredCharge, window_floor: u64) -> Result<Totals, Internal> {
         if charge.fixed {
-            return match self.totals.get((charge.budget.as_str(), charge.slot))? {
-                None => Ok(Totals::default()),
-                Some(bytes) => Totals::decode(bytes.value())
-                    .ok_or_else(|| Internal::Corrupt("budget totals are not 32 bytes".into())),
-            };
+            fixed_window_totals(&self.totals, &charge.budget, charge.slot)
+        } else {
+            rolling_window_totals(&self.charges, &charge.budget, window_floor, charge.slot)
         }
-        // Rolling: every charge in (floor, slot].
-        let mut sum = Totals::default();
-        let start = (charge.budget.as_str(), window_floor.saturating_add(1), "");
-        let end = (charge.budget.as_str(), charge.slot, "\u{10ffff}");
-        for row in self.charges.range(start..=end)? {
-            let (_, value) = row?;
-            let totals = Totals::decode(value.value())
-                .ok_or_else(|| Internal::Corrupt("budget charge is not 32 bytes".into()))?;
-            sum.reserved = sum.reserved.saturating_add(totals.reserved);
-            sum.captured = sum.captured.saturating_add(totals.captured);
-        }
-        Ok(sum)
     }
 
     /// Moves `amount` of one charge between states (`from` → `to`; `Released` means uncounted).
@@ -331,12 +317,9 @@ impl<'t> Tables<'t> {
             .parse()
             .map_err(|_| Internal::Corrupt(format!("stored amount {:?}", charge.amount)))?;
         let mut totals = if charge.fixed {
-            match self.totals.get((charge.budget.as_str(), charge.slot))? {
-                None => Totals::default(),
-                Some(bytes) => Totals::decode(bytes.value())
-                    .ok_or_else(|| Internal::Corrupt("budget totals are not 32 bytes".into()))?,
-            }
+            fixed_window_totals(&self.totals, &charge.budget, charge.slot)?
         } else {
+            // This decision's own charge row.
             match self
                 .charges
                 .get((charge.budget.as_str(), charge.slot, decision_id))?
