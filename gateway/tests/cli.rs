@@ -14,6 +14,15 @@ fn trustos(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `trustos` with `TRUSTOS_HOME` set to `home`.
+fn trustos_at(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trustos"))
+        .args(args)
+        .env("TRUSTOS_HOME", home)
+        .output()
+        .unwrap()
+}
+
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -311,13 +320,7 @@ fn keygen_writes_a_private_key_and_jwks_publishes_it() {
 #[test]
 fn quickstart_ends_in_a_bundle_that_verifies_offline() {
     let home = scratch("quickstart");
-    let run = || {
-        Command::new(env!("CARGO_BIN_EXE_trustos"))
-            .arg("quickstart")
-            .env("TRUSTOS_HOME", &home)
-            .output()
-            .unwrap()
-    };
+    let run = || trustos_at(&home, &["quickstart"]);
     let first = run();
     assert_eq!(first.status.code(), Some(0), "{first:?}");
     assert!(stdout(&first).contains("created"));
@@ -359,13 +362,7 @@ fn quickstart_ends_in_a_bundle_that_verifies_offline() {
 #[test]
 fn log_prove_prints_a_bundle_that_verifies_and_refuses_non_receipts() {
     let home = scratch("log");
-    let with_home = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_trustos"))
-            .args(args)
-            .env("TRUSTOS_HOME", &home)
-            .output()
-            .unwrap()
-    };
+    let with_home = |args: &[&str]| trustos_at(&home, args);
     // Before any data exists, the log commands say what to do.
     let empty = with_home(&["log", "checkpoint"]);
     assert_eq!(empty.status.code(), Some(2));
@@ -404,22 +401,14 @@ fn log_prove_prints_a_bundle_that_verifies_and_refuses_non_receipts() {
 #[test]
 fn a_second_process_cannot_open_the_data_directory() {
     let home = scratch("second");
-    let first = Command::new(env!("CARGO_BIN_EXE_trustos"))
-        .arg("quickstart")
-        .env("TRUSTOS_HOME", &home)
-        .output()
-        .unwrap();
+    let first = trustos_at(&home, &["quickstart"]);
     assert_eq!(first.status.code(), Some(0));
     let key = std::sync::Arc::new(
         trustos::keyfile::read_private_key(&home.join("keys/gateway.key.pem")).unwrap(),
     );
     let database = home.join("data/trustos.redb");
     let held = trustos::store::redb_store::RedbStore::open(&database, key, "ignored").unwrap();
-    let blocked = Command::new(env!("CARGO_BIN_EXE_trustos"))
-        .args(["log", "checkpoint"])
-        .env("TRUSTOS_HOME", &home)
-        .output()
-        .unwrap();
+    let blocked = trustos_at(&home, &["log", "checkpoint"]);
     assert_eq!(blocked.status.code(), Some(2));
     let message = String::from_utf8_lossy(&blocked.stderr);
     assert!(message.contains("open in another process"), "{message}");
