@@ -350,6 +350,21 @@ async fn check_decision_lifecycle<S: Store>(store: Arc<S>) {
         SettleOutcome::Unknown
     );
 
+    // A receipt that cannot be built is refused and appends nothing.
+    let size = store.log_size().await.unwrap();
+    let refused = store
+        .commit_receipt(ReceiptCommit {
+            decision_id: "life-deny".into(),
+            settlement: BudgetSettlement::Keep,
+            build: Box::new(|_| Err("signer unavailable".into())),
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.log_size().await.unwrap(), size);
+
     // A charge that does not match what was signed is refused, and leaves nothing.
     let mut forged = decision(
         "life-forged",
@@ -783,6 +798,48 @@ redb_checks! {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_writer_survives_a_panicking_receipt_builder() {
+    let store = open_redb(&scratch("panic"));
+    let now = at("2026-03-01T10:00:00.000Z");
+    let made = decision(
+        "panic-1",
+        now,
+        Outcome::Allow,
+        &[("agent:p", BudgetWindow::Day, 5, 10)],
+    );
+    store.commit_decision(made.commit).await.unwrap();
+    let size = store.log_size().await.unwrap();
+    let failed = store
+        .commit_receipt(ReceiptCommit {
+            decision_id: "panic-1".into(),
+            settlement: BudgetSettlement::Capture,
+            build: Box::new(|_| panic!("a builder bug")),
+        })
+        .await;
+    assert!(failed.is_err());
+    // Nothing of the batch was written, and the writer still serves.
+    assert_eq!(store.log_size().await.unwrap(), size);
+    assert_eq!(
+        store
+            .budget_usage("agent:p", BudgetWindow::Day, now)
+            .await
+            .unwrap(),
+        BudgetUsage {
+            reserved: 5,
+            captured: 0
+        }
+    );
+    assert_eq!(
+        store
+            .consume_decision("panic-1", &made.fingerprint, now)
+            .await
+            .unwrap(),
+        ConsumeOutcome::Consumed
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_state_survives_a_clean_restart() {
     let dir = scratch("restart");
     let store = open_redb(&dir);
@@ -820,6 +877,10 @@ async fn redb_state_survives_a_clean_restart() {
     );
     assert_eq!(store.origin(), ORIGIN);
     check_log_integrity(&store).await;
+    // The database is private to the gateway's user.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.join("trustos.redb")), 0o600);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 mod tables;
 mod writer;
 
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -45,6 +46,8 @@ pub enum Internal {
     Redb(redb::Error),
     /// Stored data does not decode or does not add up.
     Corrupt(String),
+    /// Applying a batch panicked; its transaction was aborted.
+    Panicked,
 }
 
 macro_rules! from_redb {
@@ -79,6 +82,10 @@ pub fn map_error(path: &Path, err: Internal) -> StoreError {
     let path = path.to_owned();
     match err {
         Internal::Corrupt(detail) => StoreError::Corrupt { path, detail },
+        Internal::Panicked => StoreError::Io {
+            path,
+            detail: "an internal error aborted the transaction".into(),
+        },
         Internal::Redb(redb::Error::DatabaseAlreadyOpen) => StoreError::Locked { path },
         Internal::Redb(redb::Error::Corrupted(detail)) => StoreError::Corrupt { path, detail },
         Internal::Redb(redb::Error::Io(io)) if io.raw_os_error() == Some(28) => {
@@ -295,12 +302,27 @@ fn open_file(path: &Path) -> Result<Database, StoreError> {
         }
         return guard_open(path, || Database::open(path));
     }
+    // Financial state is private to the gateway's user: the directory 0700, the file 0600.
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|err| StoreError::Io {
-            path: path.to_owned(),
-            detail: format!("cannot create {}: {err}", parent.display()),
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|err| StoreError::Io {
+                path: path.to_owned(),
+                detail: format!("cannot create {}: {err}", parent.display()),
+            })?;
     }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|err| StoreError::Io {
+            path: path.to_owned(),
+            detail: format!("cannot create the database file: {err}"),
+        })?;
+    // `create` initializes an empty file in place.
     guard_open(path, || Database::create(path))
 }
 

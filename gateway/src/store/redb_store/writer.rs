@@ -128,7 +128,17 @@ pub fn run(db: Arc<Database>, path: PathBuf, mut jobs: mpsc::Receiver<Job>) {
         }
         let (ops, replies): (Vec<Op>, Vec<_>) =
             batch.drain(..).map(|job| (job.op, job.reply)).unzip();
-        match apply_batch(&db, ops) {
+        // A panic while applying (a bug, or a receipt builder that panicked) aborts this batch's
+        // transaction, answers every caller with an error, and keeps the writer alive.
+        let applied =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply_batch(&db, ops)))
+                .unwrap_or_else(|_| {
+                    Err(Internal::Corrupt(
+                        "the writer panicked while applying a batch; nothing of it was written"
+                            .into(),
+                    ))
+                });
+        match applied {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // A caller that stopped waiting does not undo a durable write.
