@@ -19,6 +19,7 @@ macro_rules! out {
 mod jwks;
 mod keygen;
 mod log;
+mod profile;
 mod quickstart;
 mod verify;
 
@@ -70,6 +71,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         home: Option<PathBuf>,
     },
+    /// Write, check and exercise policy profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
     /// Read the audit log: signed checkpoints and inclusion proofs.
     #[command(subcommand)]
     Log(LogCommand),
@@ -82,6 +86,59 @@ enum Command {
         Exit 0 valid, 1 invalid (the reason is printed with a stable code), 2 usage error."
     )]
     Verify(verify::VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProfileCommand {
+    /// Write a starter profile from a pack.
+    #[command(
+        after_help = "Example:\n  trustos profile init --pack saas-agent --out ./my-profile\n\n\
+        Packs: coding-agent, saas-agent, treasury-agent, observer. Default --out: \
+        $TRUSTOS_HOME/profiles/<pack>. Never overwrites."
+    )]
+    Init {
+        /// Pack name.
+        #[arg(long, value_name = "NAME")]
+        pack: String,
+        /// Directory to write into.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Check a profile: exit 0, or 1 with every problem located by file, line and field.
+    #[command(after_help = "Example:\n  trustos profile validate policies/saas-agent/profile.toml")]
+    Validate {
+        /// The profile.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run simulation cases through the profile: exit 1 if any case's expectation differs.
+    #[command(
+        after_help = "Example:\n  trustos profile simulate policies/saas-agent/profile.toml \\\n      \
+        --cases policies/saas-agent/cases.toml"
+    )]
+    Simulate {
+        /// The profile.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// The cases file.
+        #[arg(long, value_name = "CASES")]
+        cases: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the profile fingerprint (SHA-256 of the canonical compiled profile).
+    #[command(
+        after_help = "Example:\n  trustos profile fingerprint policies/saas-agent/profile.toml"
+    )]
+    Fingerprint {
+        /// The profile.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +181,21 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(home) => quickstart::run(&home),
             Err(err) => usage("quickstart", &err),
         },
+        Command::Profile(ProfileCommand::Init { pack, out }) => {
+            let out = match out {
+                Some(out) => Ok(out),
+                None => Home::resolve(None).map(|home| home.root().join("profiles").join(&pack)),
+            };
+            match out {
+                Ok(out) => profile::init(&pack, &out),
+                Err(err) => usage("profile init", &err),
+            }
+        }
+        Command::Profile(ProfileCommand::Validate { path, json }) => profile::validate(&path, json),
+        Command::Profile(ProfileCommand::Simulate { path, cases, json }) => {
+            profile::simulate_cases(&path, &cases, json)
+        }
+        Command::Profile(ProfileCommand::Fingerprint { path }) => profile::fingerprint(&path),
         Command::Log(LogCommand::Checkpoint { home, json }) => match Home::resolve(home) {
             Ok(home) => log::checkpoint(&home, json),
             Err(err) => usage("log checkpoint", &err),

@@ -1,0 +1,162 @@
+//! The stable reason codes a decision carries, each with the sentence that tells the agent's
+//! operator what to change. Codes are part of the wire contract: never rename one; add new ones.
+
+/// Every built-in reason code, with its default outcome effect and remediation.
+pub const REASONS: &[(&str, &str)] = &[
+    (
+        "WITHIN_POLICY",
+        "Nothing to change: the call fits every rule of the profile.",
+    ),
+    (
+        "ROUTE_LOW_RISK",
+        "Nothing to change: the profile marks this route low risk, so it passes untouched.",
+    ),
+    (
+        "TOOL_UNCLASSIFIED",
+        "Add a route for this server and tool (or host and path) to the profile with a risk class; unclassified calls are denied.",
+    ),
+    (
+        "AGENT_UNKNOWN",
+        "Add the agent to [[subjects]] with its tenant, or call with a known agent identity.",
+    ),
+    (
+        "AGENT_NOT_ALLOWED_ON_ROUTE",
+        "Add the agent to this route's `agents` list, or use a route it is allowed on.",
+    ),
+    (
+        "SESSION_NOT_ALLOWED",
+        "Run the agent in a session its subject's `sessions` globs allow, or widen them.",
+    ),
+    (
+        "PAYMENT_TERMS_MISSING",
+        "Send the amount where the route's `payment.amount` pointer looks (or pay through x402 terms), as integer base units.",
+    ),
+    (
+        "AMOUNT_BELOW_MINIMUM",
+        "Raise the amount to at least the [[amounts]] minimum for this asset.",
+    ),
+    (
+        "AMOUNT_ABOVE_MAXIMUM",
+        "Lower the amount to the [[amounts]] maximum for this asset, or raise the maximum.",
+    ),
+    (
+        "ASSET_DENIED",
+        "Pay with another asset: this one is on the deny list.",
+    ),
+    (
+        "ASSET_NOT_ALLOWED",
+        "Pay with an asset on the [assets] allow list, or add this one.",
+    ),
+    (
+        "NETWORK_DENIED",
+        "Pay on another network: this one is on the deny list.",
+    ),
+    (
+        "NETWORK_NOT_ALLOWED",
+        "Pay on a network on the [networks] allow list, or add this one.",
+    ),
+    (
+        "PAYEE_DENIED",
+        "This payee is on the deny list; pay someone else.",
+    ),
+    (
+        "PAYEE_NOT_ALLOWED",
+        "Add the payee to the [payees] allow list, or pay an allowed payee.",
+    ),
+    (
+        "PAYEE_FIRST_TIME",
+        "This agent has never paid this payee: approve the first payment, or set payees.first_time.",
+    ),
+    (
+        "BUDGET_HOURLY_EXCEEDED",
+        "Wait for the next UTC hour, lower the amount, or raise the hourly budget.",
+    ),
+    (
+        "BUDGET_DAILY_EXCEEDED",
+        "Wait for the next UTC day, lower the amount, or raise the daily budget.",
+    ),
+    (
+        "BUDGET_MONTHLY_EXCEEDED",
+        "Wait for the next UTC month, lower the amount, or raise the monthly budget.",
+    ),
+    (
+        "BUDGET_ROLLING_EXCEEDED",
+        "Wait until earlier spending leaves the rolling window, lower the amount, or raise the budget.",
+    ),
+    (
+        "VELOCITY_EXCEEDED",
+        "Slow down: too many calls in the window; wait, or raise max_calls.",
+    ),
+    (
+        "OUTSIDE_HOURS",
+        "Call within the profile's daily hours (UTC), or widen [schedule] from/until.",
+    ),
+    (
+        "WEEKDAY_NOT_ALLOWED",
+        "Call on a weekday the profile allows, or add this day to [schedule] weekdays.",
+    ),
+    (
+        "PROFILE_NOT_YET_VALID",
+        "The profile's valid_from date has not come; wait, or move the date.",
+    ),
+    (
+        "PROFILE_EXPIRED",
+        "The profile's valid_until date has passed; renew the profile.",
+    ),
+    (
+        "AMOUNT_NEEDS_APPROVAL",
+        "Amounts above the challenge threshold need approval by the quorum of approvers.",
+    ),
+    (
+        "POLICY_EVALUATION_ERROR",
+        "A policy could not be evaluated, so the call was denied (fail closed); check custom Cedar policies and the call's data.",
+    ),
+    (
+        "NOT_PERMITTED",
+        "No rule permits this call; check the route's risk class and the agent's subject.",
+    ),
+    (
+        "CUSTOM_POLICY_DENIED",
+        "A custom Cedar policy of the profile forbids this call; see its policy id.",
+    ),
+];
+
+/// The remediation sentence of a reason code (custom `CUSTOM_*` codes get a generic one).
+pub fn remediation(code: &str) -> &'static str {
+    REASONS
+        .iter()
+        .find(|(known, _)| *known == code)
+        .map(|(_, sentence)| *sentence)
+        .unwrap_or("A custom policy of the profile forbids this call; see its policy id and the profile's documentation.")
+}
+
+/// Whether `code` may be used by a custom Cedar policy.
+pub fn is_custom_code(code: &str) -> bool {
+    code.strip_prefix("CUSTOM_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_upper_snake_with_a_sentence() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (code, sentence) in REASONS {
+            assert!(seen.insert(*code), "{code} twice");
+            assert!(
+                code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "{code}"
+            );
+            assert!(sentence.ends_with('.'), "{code}");
+        }
+        assert!(is_custom_code("CUSTOM_X_1"));
+        assert!(!is_custom_code("CUSTOM_"));
+        assert!(!is_custom_code("BUDGET_DAILY_EXCEEDED"));
+    }
+}

@@ -1,0 +1,338 @@
+//! The starter packs through the real CLI: each validates, its cases pass, its simulation output
+//! is byte-identical under another timezone and locale, and its fingerprint is pinned in
+//! `policies/fingerprints.txt` (a change to a pack's meaning is a visible diff; re-pin with
+//! `TRUSTOS_BLESS=1 cargo test -p trustos --test policy_packs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use trustos::policy::{self, compile, load, packs, simulate};
+
+const PACKS: [&str; 4] = ["coding-agent", "saas-agent", "treasury-agent", "observer"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn pack_file(pack: &str, file: &str) -> String {
+    format!("policies/{pack}/{file}")
+}
+
+fn trustos(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trustos"));
+    command.args(args).current_dir(root());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn every_pack_validates_and_its_cases_pass() {
+    for pack in PACKS {
+        let profile = pack_file(pack, "profile.toml");
+        let validate = trustos(&["profile", "validate", &profile], &[]);
+        assert_eq!(
+            validate.status.code(),
+            Some(0),
+            "{pack}: {}",
+            text(&validate)
+        );
+        let cases = pack_file(pack, "cases.toml");
+        let simulate = trustos(&["profile", "simulate", &profile, "--cases", &cases], &[]);
+        assert_eq!(
+            simulate.status.code(),
+            Some(0),
+            "{pack}:\n{}",
+            text(&simulate)
+        );
+        let report = text(&simulate);
+        assert!(report.contains(" 0 failed"), "{report}");
+        // Each pack exercises all three outcomes that it can produce.
+        assert!(report.contains(": allow ("), "{pack} has no allow case");
+        assert!(report.contains(": deny ("), "{pack} has no deny case");
+    }
+}
+
+#[test]
+fn simulation_output_is_identical_across_timezones_and_locales() {
+    for pack in PACKS {
+        let profile = pack_file(pack, "profile.toml");
+        let cases = pack_file(pack, "cases.toml");
+        let args = [
+            "profile",
+            "simulate",
+            profile.as_str(),
+            "--cases",
+            cases.as_str(),
+        ];
+        let here = trustos(&args, &[("TZ", "UTC"), ("LANG", "C")]);
+        let there = trustos(
+            &args,
+            &[("TZ", "Pacific/Kiritimati"), ("LANG", "tr_TR.UTF-8")],
+        );
+        let again = trustos(
+            &args,
+            &[("TZ", "America/St_Johns"), ("LC_ALL", "de_DE.UTF-8")],
+        );
+        assert_eq!(here.stdout, there.stdout, "{pack}");
+        assert_eq!(here.stdout, again.stdout, "{pack}");
+        let json_args = [
+            "profile",
+            "simulate",
+            profile.as_str(),
+            "--cases",
+            cases.as_str(),
+            "--json",
+        ];
+        let json_here = trustos(&json_args, &[]);
+        let json_there = trustos(
+            &json_args,
+            &[("TZ", "Pacific/Kiritimati"), ("LANG", "tr_TR.UTF-8")],
+        );
+        assert_eq!(json_here.stdout, json_there.stdout, "{pack}");
+    }
+}
+
+#[test]
+fn fingerprints_are_pinned() {
+    let pinned_path = root().join("policies/fingerprints.txt");
+    let mut produced = String::new();
+    for pack in PACKS {
+        let output = trustos(
+            &["profile", "fingerprint", &pack_file(pack, "profile.toml")],
+            &[],
+        );
+        assert_eq!(output.status.code(), Some(0));
+        produced.push_str(&format!("{pack} {}", text(&output)));
+    }
+    if std::env::var_os("TRUSTOS_BLESS").is_some() {
+        std::fs::write(&pinned_path, &produced).unwrap();
+        return;
+    }
+    let pinned = std::fs::read_to_string(&pinned_path).unwrap();
+    assert_eq!(
+        produced, pinned,
+        "a pack's meaning changed: review and re-pin"
+    );
+}
+
+#[test]
+fn rule_order_changes_neither_fingerprint_nor_decisions() {
+    for pack in PACKS {
+        let path = root().join(pack_file(pack, "profile.toml"));
+        let loaded = load::load(&path).unwrap();
+        let original = compile::compile(&loaded).unwrap();
+        let mut reordered = loaded.clone();
+        let profile = &mut reordered.profile;
+        profile.routes.reverse();
+        profile.budgets.reverse();
+        profile.velocity.reverse();
+        profile.subjects.reverse();
+        profile.amounts.reverse();
+        for list in [
+            &mut profile.payees.deny,
+            &mut profile.assets.deny,
+            &mut profile.networks.deny,
+        ] {
+            list.reverse();
+        }
+        for list in [
+            &mut profile.payees.allow,
+            &mut profile.assets.allow,
+            &mut profile.networks.allow,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            list.reverse();
+        }
+        let shuffled = compile::compile(&reordered).unwrap();
+        assert_eq!(original.fingerprint, shuffled.fingerprint, "{pack}");
+        let cases = simulate::load_cases(&root().join(pack_file(pack, "cases.toml"))).unwrap();
+        let label = Path::new("profile.toml");
+        assert_eq!(
+            simulate::report_text(label, &original, &simulate::run(&original, &cases)),
+            simulate::report_text(label, &shuffled, &simulate::run(&shuffled, &cases)),
+            "{pack}"
+        );
+    }
+}
+
+#[test]
+fn every_case_request_conforms_to_the_compiled_cedar_schema() {
+    for pack in PACKS {
+        let compiled = policy::open(&root().join(pack_file(pack, "profile.toml"))).unwrap();
+        let cases = simulate::load_cases(&root().join(pack_file(pack, "cases.toml"))).unwrap();
+        // A request that did not conform would come back as POLICY_EVALUATION_ERROR.
+        let checked = simulate::run_checked(&compiled, &cases, true);
+        let unchecked = simulate::run(&compiled, &cases);
+        for (checked, unchecked) in checked.iter().zip(&unchecked) {
+            assert!(
+                checked.pass,
+                "{pack}: {}: {:?}",
+                checked.name, checked.mismatch
+            );
+            assert_eq!(
+                checked.reasons, unchecked.reasons,
+                "{pack}: {}",
+                checked.name
+            );
+        }
+    }
+}
+
+#[test]
+fn a_field_of_the_wrong_type_exits_1_and_names_the_line() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("wrong-type-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let original =
+        std::fs::read_to_string(root().join(pack_file("saas-agent", "profile.toml"))).unwrap();
+    // Find the first `max_calls = N` line and make it a string.
+    let (line_number, line) = original
+        .lines()
+        .enumerate()
+        .find(|(_, line)| line.trim_start().starts_with("max_calls"))
+        .expect("the saas pack has a velocity limit");
+    let broken = original.replacen(
+        line,
+        &line.replace("max_calls = ", "max_calls = \"many\" # "),
+        1,
+    );
+    let path = dir.join("profile.toml");
+    std::fs::write(&path, broken).unwrap();
+    let output = trustos(&["profile", "validate", path.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let report = text(&output);
+    assert!(
+        report.contains(&format!("profile.toml:{}:", line_number + 1)),
+        "line {} not named:\n{report}",
+        line_number + 1
+    );
+    assert!(report.contains("max_calls"), "{report}");
+}
+
+#[test]
+fn invalid_cedar_is_a_located_error() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bad-cedar-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in packs::files("treasury-agent").unwrap() {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let cedar = dir.join("intern-limits.cedar");
+    // A type error the strict validator must catch: comparing a string with a number.
+    std::fs::write(
+        &cedar,
+        "// line 1\n@reason(\"CUSTOM_BAD\")\nforbid (principal, action == Action::\"call\", resource)\nwhen { context.asset > 5 };\n",
+    )
+    .unwrap();
+    let output = trustos(
+        &[
+            "profile",
+            "validate",
+            dir.join("profile.toml").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let report = text(&output);
+    assert!(report.contains("intern-limits.cedar:"), "{report}");
+    assert!(report.contains("Cedar validation"), "{report}");
+    // A syntax error names its line.
+    std::fs::write(
+        &cedar,
+        "\n\nforbid (principal, action, resource) when { ;\n",
+    )
+    .unwrap();
+    let output = trustos(
+        &[
+            "profile",
+            "validate",
+            dir.join("profile.toml").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("intern-limits.cedar:3:"),
+        "{}",
+        text(&output)
+    );
+    // A reason code outside the custom namespace is refused.
+    std::fs::write(
+        &cedar,
+        "@reason(\"BUDGET_DAILY_EXCEEDED\")\nforbid (principal, action == Action::\"call\", resource) when { context.payment };\n",
+    )
+    .unwrap();
+    let output = trustos(
+        &[
+            "profile",
+            "validate",
+            dir.join("profile.toml").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).contains("must be CUSTOM_"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn init_writes_every_pack_file_and_never_overwrites() {
+    for pack in PACKS {
+        let embedded: Vec<&str> = packs::files(pack)
+            .unwrap()
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        let mut on_disk: Vec<String> = std::fs::read_dir(root().join("policies").join(pack))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        on_disk.sort();
+        let mut embedded_sorted: Vec<String> =
+            embedded.iter().map(|name| (*name).to_owned()).collect();
+        embedded_sorted.sort();
+        assert_eq!(
+            on_disk, embedded_sorted,
+            "{pack}: every pack file must be built in"
+        );
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let first = trustos(
+        &["profile", "init", "--pack", "treasury-agent", "--out", out],
+        &[],
+    );
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    let validate = trustos(
+        &[
+            "profile",
+            "validate",
+            dir.join("profile.toml").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(validate.status.code(), Some(0), "{}", text(&validate));
+    let again = trustos(
+        &["profile", "init", "--pack", "treasury-agent", "--out", out],
+        &[],
+    );
+    assert_eq!(again.status.code(), Some(2));
+    let unknown = trustos(&["profile", "init", "--pack", "nope", "--out", out], &[]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let opened = policy::open(&dir.join("profile.toml")).unwrap();
+    assert_eq!(opened.profile.profile.name, "treasury-agent");
+}
