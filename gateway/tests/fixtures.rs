@@ -46,7 +46,23 @@ pub fn fixture_files() -> Vec<(&'static str, Vec<u8>)> {
     let receipt_value = serde_json::to_value(&golden.receipt).unwrap();
     let canonical = serde_json_canonicalizer::to_string(&receipt_value).unwrap();
     let duplicate = canonical.replacen('{', r#"{"status":"failed","#, 1);
-    let pretty = serde_json::to_string_pretty(&receipt_value).unwrap();
+    // The same members in reverse key order: valid JSON, same value, not canonical. Built by
+    // hand so it does not depend on how serde_json orders a map in this build.
+    let object = receipt_value.as_object().unwrap();
+    let mut keys: Vec<&String> = object.keys().collect();
+    keys.sort();
+    keys.reverse();
+    let members: Vec<String> = keys
+        .iter()
+        .map(|key| {
+            format!(
+                "{}:{}",
+                serde_json::to_string(key).unwrap(),
+                serde_json_canonicalizer::to_string(&object[key.as_str()]).unwrap()
+            )
+        })
+        .collect();
+    let pretty = format!("{{{}}}", members.join(","));
     let other_key = GatewayKey::from_seed(&[0x42; 32]);
     let alg_none_header = URL_SAFE_NO_PAD.encode(format!(
         r#"{{"alg":"none","kid":"{}","typ":"{TYP_RECEIPT}"}}"#,
