@@ -44,7 +44,7 @@ action call appliesTo {
     payment: Bool, amount: Long, asset: String, payee: String, network: String, payeeKnown: Bool,
     minuteOfDay: Long, weekday: Long, day: Long,
     tenant: String, agent: String, server: String, tool: String, method: String, host: String, path: String,
-    assetConfigured: Bool, assetLimits: Asset, limits: Limits,
+    assetConfigured: Bool, assetLimits: Asset,
     budgets: {BUDGETS},
     velocity: {VELOCITY}
   }
@@ -54,7 +54,8 @@ action call appliesTo {
 /// A library policy: id, reason code, whether it challenges, Cedar text (without annotations).
 type LibraryPolicy = (&'static str, &'static str, bool, &'static str);
 
-/// The fixed policy library. Every forbid applies to high and paid routes only.
+/// The fixed policy library. Apart from the low-risk permit, these are evaluated for high and
+/// paid routes only (see [`Compiled::guarded`]).
 const LIBRARY: &[LibraryPolicy] = &[
     (
         "trustos.permit.low-risk",
@@ -66,19 +67,19 @@ const LIBRARY: &[LibraryPolicy] = &[
         "trustos.permit.known-agent",
         "WITHIN_POLICY",
         false,
-        r#"permit (principal, action == Action::"call", resource) when { resource.risk != "low" && context.known && (resource.anyAgent || resource.agents.contains(principal)) };"#,
+        r#"permit (principal, action == Action::"call", resource) when { context.known && (resource.anyAgent || resource.agents.contains(principal)) };"#,
     ),
     (
         "trustos.agent.not-on-route",
         "AGENT_NOT_ALLOWED_ON_ROUTE",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && !(resource.anyAgent || resource.agents.contains(principal)) };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { !(resource.anyAgent || resource.agents.contains(principal)) };"#,
     ),
     (
         "trustos.agent.session",
         "SESSION_NOT_ALLOWED",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.known && !context.sessionAllowed };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { context.known && !context.sessionAllowed };"#,
     ),
     (
         "trustos.payment.missing",
@@ -90,84 +91,85 @@ const LIBRARY: &[LibraryPolicy] = &[
         "trustos.amount.minimum",
         "AMOUNT_BELOW_MINIMUM",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.payment && context.assetConfigured && context.assetLimits.hasMin && context.amount < context.assetLimits.min };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { context.payment && context.assetConfigured && context.assetLimits.hasMin && context.amount < context.assetLimits.min };"#,
     ),
     (
         "trustos.amount.maximum",
         "AMOUNT_ABOVE_MAXIMUM",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.payment && context.assetConfigured && context.assetLimits.hasMax && context.amount > context.assetLimits.max };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { context.payment && context.assetConfigured && context.assetLimits.hasMax && context.amount > context.assetLimits.max };"#,
     ),
     (
         "trustos.asset.denied",
         "ASSET_DENIED",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.payment && context.limits.assetDeny.contains(context.asset) };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { context.payment && Limits::"profile".assetDeny.contains(context.asset) };"#,
     ),
     (
         "trustos.asset.not-allowed",
         "ASSET_NOT_ALLOWED",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.payment && !context.limits.assetAllowAll && !context.limits.assetAllow.contains(context.asset) };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { context.payment && !Limits::"profile".assetAllowAll && !Limits::"profile".assetAllow.contains(context.asset) };"#,
     ),
     (
         "trustos.network.denied",
         "NETWORK_DENIED",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.payment && context.limits.networkDeny.contains(context.network) };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { context.payment && Limits::"profile".networkDeny.contains(context.network) };"#,
     ),
     (
         "trustos.network.not-allowed",
         "NETWORK_NOT_ALLOWED",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.payment && !context.limits.networkAllowAll && !context.limits.networkAllow.contains(context.network) };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { context.payment && !Limits::"profile".networkAllowAll && !Limits::"profile".networkAllow.contains(context.network) };"#,
     ),
     (
         "trustos.payee.denied",
         "PAYEE_DENIED",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.payment && context.limits.payeeDeny.contains(context.payee) };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { context.payment && Limits::"profile".payeeDeny.contains(context.payee) };"#,
     ),
     (
         "trustos.payee.not-allowed",
         "PAYEE_NOT_ALLOWED",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.payment && !context.limits.payeeAllowAll && !context.limits.payeeAllow.contains(context.payee) };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { context.payment && !Limits::"profile".payeeAllowAll && !Limits::"profile".payeeAllow.contains(context.payee) };"#,
     ),
     (
         "trustos.schedule.hours",
         "OUTSIDE_HOURS",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.limits.hasHours && (if context.limits.overnight then (context.minuteOfDay < context.limits.fromMinute && context.minuteOfDay >= context.limits.untilMinute) else (context.minuteOfDay < context.limits.fromMinute || context.minuteOfDay >= context.limits.untilMinute)) };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { Limits::"profile".hasHours && (if Limits::"profile".overnight then (context.minuteOfDay < Limits::"profile".fromMinute && context.minuteOfDay >= Limits::"profile".untilMinute) else (context.minuteOfDay < Limits::"profile".fromMinute || context.minuteOfDay >= Limits::"profile".untilMinute)) };"#,
     ),
     (
         "trustos.schedule.weekday",
         "WEEKDAY_NOT_ALLOWED",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.limits.hasWeekdays && !context.limits.weekdays.contains(context.weekday) };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { Limits::"profile".hasWeekdays && !Limits::"profile".weekdays.contains(context.weekday) };"#,
     ),
     (
         "trustos.schedule.not-yet-valid",
         "PROFILE_NOT_YET_VALID",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.limits.hasValidFrom && context.day < context.limits.validFromDay };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { Limits::"profile".hasValidFrom && context.day < Limits::"profile".validFromDay };"#,
     ),
     (
         "trustos.schedule.expired",
         "PROFILE_EXPIRED",
         false,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.limits.hasValidUntil && context.day > context.limits.validUntilDay };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { Limits::"profile".hasValidUntil && context.day > Limits::"profile".validUntilDay };"#,
     ),
     (
         "trustos.challenge.amount",
         "AMOUNT_NEEDS_APPROVAL",
         true,
-        r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.payment && context.limits.hasChallengeAbove && context.amount > context.limits.challengeAbove };"#,
+        r#"forbid (principal, action == Action::"call", resource) when { context.payment && Limits::"profile".hasChallengeAbove && context.amount > Limits::"profile".challengeAbove };"#,
     ),
 ];
 
-const UNKNOWN_AGENT: &str = r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && !context.known };"#;
-const FIRST_TIME_PAYEE: &str = r#"forbid (principal, action == Action::"call", resource) when { resource.risk != "low" && context.payment && !context.payeeKnown };"#;
+const UNKNOWN_AGENT: &str =
+    r#"forbid (principal, action == Action::"call", resource) when { !context.known };"#;
+const FIRST_TIME_PAYEE: &str = r#"forbid (principal, action == Action::"call", resource) when { context.payment && !context.payeeKnown };"#;
 
 /// A profile compiled to Cedar, ready to evaluate.
 pub struct Compiled {
@@ -177,8 +179,12 @@ pub struct Compiled {
     pub schema_text: String,
     /// The schema.
     pub schema: Schema,
-    /// Every policy.
+    /// Every policy (validated together).
     pub policies: PolicySet,
+    /// What decides low-risk calls: the low-risk permit and the custom policies.
+    pub low_risk: PolicySet,
+    /// What decides high and paid calls: everything but the low-risk permit.
+    pub guarded: PolicySet,
     /// Policy id → (reason code, challenges).
     pub annotations: BTreeMap<String, (String, bool)>,
     /// Limits as entities.
@@ -251,6 +257,37 @@ fn budget_reason(window: WindowKind) -> &'static str {
     }
 }
 
+/// Whether a library policy can ever be satisfied under this profile. Policies that cannot are
+/// left out of the compiled set: same decisions, less to evaluate per call.
+fn can_fire(profile: &Profile, id: &str) -> bool {
+    let schedule = profile.schedule.as_ref();
+    match id {
+        "trustos.agent.not-on-route" => profile.routes.iter().any(|route| !route.agents.is_empty()),
+        "trustos.agent.session" => profile.subjects.iter().any(|s| !s.sessions.is_empty()),
+        "trustos.payment.missing" => profile
+            .routes
+            .iter()
+            .any(|r| r.risk == super::profile::Risk::Paid),
+        "trustos.amount.minimum" => profile.amounts.iter().any(|bounds| bounds.min.is_some()),
+        "trustos.amount.maximum" => profile.amounts.iter().any(|bounds| bounds.max.is_some()),
+        "trustos.asset.denied" => !profile.assets.deny.is_empty(),
+        "trustos.asset.not-allowed" => profile.assets.allow.is_some(),
+        "trustos.network.denied" => !profile.networks.deny.is_empty(),
+        "trustos.network.not-allowed" => profile.networks.allow.is_some(),
+        "trustos.payee.denied" => !profile.payees.deny.is_empty(),
+        "trustos.payee.not-allowed" => profile.payees.allow.is_some(),
+        "trustos.schedule.hours" => schedule.is_some_and(|s| s.from.is_some()),
+        "trustos.schedule.weekday" => schedule.is_some_and(|s| s.weekdays.is_some()),
+        "trustos.schedule.not-yet-valid" => schedule.is_some_and(|s| s.valid_from.is_some()),
+        "trustos.schedule.expired" => schedule.is_some_and(|s| s.valid_until.is_some()),
+        "trustos.challenge.amount" => profile
+            .challenge
+            .as_ref()
+            .is_some_and(|challenge| challenge.above.is_some()),
+        _ => true,
+    }
+}
+
 /// Compiles a loaded profile; any problem (including Cedar validation) is a located issue.
 pub fn compile(loaded: &LoadedProfile) -> Result<Compiled, Vec<Issue>> {
     let profile = &loaded.profile;
@@ -288,7 +325,9 @@ pub fn compile(loaded: &LoadedProfile) -> Result<Compiled, Vec<Issue>> {
         texts.push((id, body));
     };
     for (id, reason, challenge, body) in LIBRARY {
-        add((*id).to_owned(), reason, *challenge, (*body).to_owned());
+        if can_fire(profile, id) {
+            add((*id).to_owned(), reason, *challenge, (*body).to_owned());
+        }
     }
     add(
         "trustos.agent.unknown".into(),
@@ -311,7 +350,7 @@ pub fn compile(loaded: &LoadedProfile) -> Result<Compiled, Vec<Issue>> {
             budget_reason(budget.window),
             false,
             format!(
-                r#"forbid (principal, action == Action::"call", resource) when {{ resource.risk != "low" && context.payment && context.budgets[{key}].applies && context.budgets[{key}].spent + context.amount > Budget::{key}.limit }};"#
+                r#"forbid (principal, action == Action::"call", resource) when {{ context.payment && context.budgets[{key}].applies && context.budgets[{key}].spent + context.amount > Budget::{key}.limit }};"#
             ),
         );
     }
@@ -322,7 +361,7 @@ pub fn compile(loaded: &LoadedProfile) -> Result<Compiled, Vec<Issue>> {
             "VELOCITY_EXCEEDED",
             false,
             format!(
-                r#"forbid (principal, action == Action::"call", resource) when {{ resource.risk != "low" && context.velocity[{key}].applies && context.velocity[{key}].calls + 1 > Velocity::{key}.maxCalls }};"#
+                r#"forbid (principal, action == Action::"call", resource) when {{ context.velocity[{key}].applies && context.velocity[{key}].calls + 1 > Velocity::{key}.maxCalls }};"#
             ),
         );
     }
@@ -415,11 +454,31 @@ pub fn compile(loaded: &LoadedProfile) -> Result<Compiled, Vec<Issue>> {
     all_texts.extend(custom_texts);
     all_texts.sort();
     let fingerprint = fingerprint(profile, &schema_text, &all_texts, &annotations).map_err(fail)?;
+    let mut low_risk = PolicySet::new();
+    let mut guarded = PolicySet::new();
+    for policy in policies.policies() {
+        let id = policy.id().to_string();
+        let target = if id == "trustos.permit.low-risk" {
+            &mut low_risk
+        } else if id.starts_with("custom.") {
+            low_risk
+                .add(policy.clone())
+                .map_err(|err| fail(err.to_string()))?;
+            &mut guarded
+        } else {
+            &mut guarded
+        };
+        target
+            .add(policy.clone())
+            .map_err(|err| fail(err.to_string()))?;
+    }
     Ok(Compiled {
         profile: profile.clone(),
         schema_text,
         schema,
         policies,
+        low_risk,
+        guarded,
         annotations,
         entities,
         fingerprint,

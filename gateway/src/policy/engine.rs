@@ -369,12 +369,11 @@ impl Compiled {
         let text = |value: String| RestrictedExpression::new_string(value);
         let number =
             |value: u64| RestrictedExpression::new_long(i64::try_from(value).unwrap_or(i64::MAX));
-        let (Some(principal), Some(action), Some(resource), Some(asset_uid), Some(limits_uid)) = (
+        let (Some(principal), Some(action), Some(resource), Some(asset_uid)) = (
             uid("Agent", &intent.agent),
             uid("Action", "call"),
             uid("Route", &route.id),
             uid("Asset", &facts.asset),
-            uid("Limits", "profile"),
         ) else {
             return finish(
                 Outcome::Deny,
@@ -436,10 +435,6 @@ impl Compiled {
                         "assetLimits".to_owned(),
                         RestrictedExpression::new_entity_uid(asset_uid),
                     ),
-                    (
-                        "limits".to_owned(),
-                        RestrictedExpression::new_entity_uid(limits_uid),
-                    ),
                     ("budgets".to_owned(), budgets),
                     ("velocity".to_owned(), velocity),
                 ])
@@ -458,7 +453,12 @@ impl Compiled {
                 Vec::new(),
             );
         };
-        let response = Authorizer::new().is_authorized(&request, &self.policies, &self.entities);
+        let policies = if risk == Risk::Low {
+            &self.low_risk
+        } else {
+            &self.guarded
+        };
+        let response = Authorizer::new().is_authorized(&request, policies, &self.entities);
         let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
