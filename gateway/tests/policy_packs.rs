@@ -336,3 +336,14 @@ fn init_writes_every_pack_file_and_never_overwrites() {
     let opened = policy::open(&dir.join("profile.toml")).unwrap();
     assert_eq!(opened.profile.profile.name, "treasury-agent");
 }
+
+#[test]
+fn every_reason_code_is_documented() {
+    let readme = std::fs::read_to_string(root().join("policies/README.md")).unwrap();
+    for (code, remediation) in trustos::policy::reasons::REASONS {
+        assert!(
+            readme.contains(&format!("| `{code}` | {remediation} |")),
+            "{code} is missing from policies/README.md or its sentence differs"
+        );
+    }
+}

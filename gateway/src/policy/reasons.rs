@@ -1,7 +1,7 @@
 //! The stable reason codes a decision carries, each with the sentence that tells the agent's
 //! operator what to change. Codes are part of the wire contract: never rename one; add new ones.
 
-/// Every built-in reason code, with its default outcome effect and remediation.
+/// Every built-in reason code with its remediation sentence (documented in `policies/README.md`).
 pub const REASONS: &[(&str, &str)] = &[
     (
         "WITHIN_POLICY",
