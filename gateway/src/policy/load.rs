@@ -285,7 +285,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Profile, Vec<Issue>> {
         Ok(validator) => {
             let mut errors: Vec<(String, String)> = validator
                 .iter_errors(&json)
-                .map(|err| (err.instance_path().to_string(), err.to_string()))
+                .flat_map(|err| schema_issue(&err))
                 .collect();
             errors.sort();
             errors.dedup();
@@ -296,6 +296,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Profile, Vec<Issue>> {
         Err(message) => located.at("", message),
     }
     if !located.issues.is_empty() {
+        located
+            .issues
+            .sort_by_key(|issue| (issue.line, issue.column));
         return Err(located.issues);
     }
     let profile: Profile = match serde_json::from_value(json) {
@@ -313,6 +316,38 @@ pub fn parse(file: &Path, text: &str) -> Result<Profile, Vec<Issue>> {
             .issues
             .sort_by_key(|issue| (issue.line, issue.column));
         Err(located.issues)
+    }
+}
+
+/// The pattern of amounts in the schema, to explain it in words.
+const AMOUNT_PATTERN: &str = "^(0|[1-9][0-9]{0,18})$";
+
+/// One schema error as (pointer, message), pointing at the offending key where the schema's
+/// own error points at its parent, and saying what an amount must be in words.
+fn schema_issue(err: &jsonschema::ValidationError<'_>) -> Vec<(String, String)> {
+    let pointer = err.instance_path().to_string();
+    match err.kind() {
+        jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
+            .iter()
+            .map(|key| {
+                (
+                    format!("{pointer}/{}", escape_token(key)),
+                    format!("unknown field {key:?}"),
+                )
+            })
+            .collect(),
+        jsonschema::error::ValidationErrorKind::Pattern { pattern }
+            if pattern == AMOUNT_PATTERN =>
+        {
+            vec![(
+                pointer,
+                format!(
+                    "{} is not an amount: write integer base units as a string of digits (no sign, no fraction, no leading zero), at most 2^63-1",
+                    err.instance()
+                ),
+            )]
+        }
+        _ => vec![(pointer, err.to_string())],
     }
 }
 
