@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use criterion::Criterion;
-use trustos::policy::engine::{Call, Intent, PaymentFacts, State};
+use trustos::policy::engine::{Intent, State};
 use trustos::policy::{self, simulate};
 use trustos_kernel::timestamp::Timestamp;
 
@@ -28,46 +28,12 @@ fn inputs(pack: &str) -> (policy::Compiled, Vec<(Intent, State, Timestamp)>) {
         .cases
         .iter()
         .map(|case| {
-            let call = match (&case.call.mcp, &case.call.http) {
-                (Some(mcp), _) => Call::Mcp {
-                    server: mcp.server.clone(),
-                    tool: mcp.tool.clone(),
-                },
-                (_, Some(http)) => Call::Http {
-                    method: http.method.clone(),
-                    host: http.host.clone(),
-                    path: http.path.clone(),
-                },
-                _ => unreachable!("cases are validated"),
-            };
-            let intent = Intent {
-                tenant: case.tenant.clone(),
-                agent: case.agent.clone(),
-                session: case.session.clone(),
-                call,
-                arguments: case.call.arguments.clone().unwrap_or_default(),
-                payment: case.payment.as_ref().map(|payment| PaymentFacts {
-                    amount: payment.amount.parse().unwrap(),
-                    asset: payment.asset.clone(),
-                    payee: payment.payee.clone(),
-                    network: payment.network.clone(),
-                }),
-            };
+            let (intent, mut state, at) = case.inputs().unwrap();
             // Realistic state: a few hundred known payees beside the case's own.
-            let mut state = State {
-                spent: case
-                    .state
-                    .spent
-                    .iter()
-                    .map(|(id, amount)| (id.clone(), amount.parse().unwrap()))
-                    .collect(),
-                calls: case.state.calls.clone(),
-                known_payees: case.state.known_payees.iter().cloned().collect(),
-            };
             for index in 0..300 {
                 state.known_payees.insert(format!("0x{index:040x}"));
             }
-            (intent, state, case.at.parse().unwrap())
+            (intent, state, at)
         })
         .collect();
     (compiled, inputs)

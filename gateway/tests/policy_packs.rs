@@ -227,65 +227,28 @@ fn invalid_cedar_is_a_located_error() {
     for (name, text) in packs::files("treasury-agent").unwrap() {
         std::fs::write(dir.join(name), text).unwrap();
     }
-    let cedar = dir.join("intern-limits.cedar");
+    let profile = dir.join("profile.toml");
+    // Writes the pack's Cedar file, validates, and returns the report (which must exit 1).
+    let validate_with = |cedar: &str| {
+        std::fs::write(dir.join("intern-limits.cedar"), cedar).unwrap();
+        let output = trustos(&["profile", "validate", profile.to_str().unwrap()], &[]);
+        assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+        text(&output)
+    };
     // A type error the strict validator must catch: comparing a string with a number.
-    std::fs::write(
-        &cedar,
+    let report = validate_with(
         "// line 1\n@reason(\"CUSTOM_BAD\")\nforbid (principal, action == Action::\"call\", resource)\nwhen { context.asset > 5 };\n",
-    )
-    .unwrap();
-    let output = trustos(
-        &[
-            "profile",
-            "validate",
-            dir.join("profile.toml").to_str().unwrap(),
-        ],
-        &[],
     );
-    assert_eq!(output.status.code(), Some(1));
-    let report = text(&output);
     assert!(report.contains("intern-limits.cedar:"), "{report}");
     assert!(report.contains("Cedar validation"), "{report}");
     // A syntax error names its line.
-    std::fs::write(
-        &cedar,
-        "\n\nforbid (principal, action, resource) when { ;\n",
-    )
-    .unwrap();
-    let output = trustos(
-        &[
-            "profile",
-            "validate",
-            dir.join("profile.toml").to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        text(&output).contains("intern-limits.cedar:3:"),
-        "{}",
-        text(&output)
-    );
+    let report = validate_with("\n\nforbid (principal, action, resource) when { ;\n");
+    assert!(report.contains("intern-limits.cedar:3:"), "{report}");
     // A reason code outside the custom namespace is refused.
-    std::fs::write(
-        &cedar,
+    let report = validate_with(
         "@reason(\"BUDGET_DAILY_EXCEEDED\")\nforbid (principal, action == Action::\"call\", resource) when { context.payment };\n",
-    )
-    .unwrap();
-    let output = trustos(
-        &[
-            "profile",
-            "validate",
-            dir.join("profile.toml").to_str().unwrap(),
-        ],
-        &[],
     );
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        text(&output).contains("must be CUSTOM_"),
-        "{}",
-        text(&output)
-    );
+    assert!(report.contains("must be CUSTOM_"), "{report}");
 }
 
 #[test]

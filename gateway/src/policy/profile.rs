@@ -5,6 +5,8 @@
 //! into these types (unknown fields refused), then checks what a schema cannot say.
 
 use serde::{Deserialize, Serialize};
+/// Enforcement mode (`shadow`, `soft`, `hard`): the kernel's, as signed in decisions.
+pub use trustos_kernel::objects::Mode;
 
 /// A whole profile file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,18 +113,6 @@ impl Default for Modes {
             paid: Mode::Hard,
         }
     }
-}
-
-/// Enforcement mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Decide and log; never block.
-    Shadow,
-    /// Block; an operator may override.
-    Soft,
-    /// Block.
-    Hard,
 }
 
 /// An agent the profile knows.

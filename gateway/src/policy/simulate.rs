@@ -177,7 +177,13 @@ pub fn load_cases(path: &Path) -> Result<CasesFile, Vec<Issue>> {
     Ok(cases)
 }
 
-/// Turns a case into the engine's inputs.
+impl Case {
+    /// The engine's inputs for this case: the call, the store state, the clock.
+    pub fn inputs(&self) -> Result<(Intent, State, Timestamp), String> {
+        inputs(self)
+    }
+}
+
 fn inputs(case: &Case) -> Result<(Intent, State, Timestamp), String> {
     let at: Timestamp = case.at.parse().map_err(|err| format!("at: {err}"))?;
     let call = match (&case.call.mcp, &case.call.http) {
