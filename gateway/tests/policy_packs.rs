@@ -310,3 +310,71 @@ fn every_reason_code_is_documented() {
         );
     }
 }
+
+mod mutations {
+    //! Damaged profiles never panic the loader, and every problem points inside the file.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn pack_texts() -> Vec<String> {
+        PACKS
+            .iter()
+            .map(|pack| {
+                std::fs::read_to_string(root().join(pack_file(pack, "profile.toml"))).unwrap()
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn damaged_profiles_give_located_issues(
+            pack in 0usize..4,
+            cut in any::<prop::sample::Index>(),
+            splice in prop_oneof![
+                Just(String::new()),
+                Just("\"".to_owned()),
+                Just("-1".to_owned()),
+                Just("[[routes]]\n".to_owned()),
+                Just("= =".to_owned()),
+                Just("\u{0}".to_owned()),
+                Just("\"9223372036854775808\"".to_owned()),
+                "[a-z_=\\[\\]\"{}, 0-9.\n-]{0,12}",
+            ],
+            drop_len in 0usize..40,
+        ) {
+            let text = &pack_texts()[pack];
+            let mut at = cut.index(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + drop_len).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let damaged = format!("{}{}{}", &text[..at], splice, &text[end..]);
+            let lines = damaged.lines().count().max(1) + 1;
+            match load::parse(Path::new("p.toml"), &damaged) {
+                Err(issues) => {
+                    prop_assert!(!issues.is_empty());
+                    for issue in issues {
+                        prop_assert!(issue.line >= 1 && issue.line <= lines, "{issue} (file has {lines} lines)");
+                        prop_assert!(!issue.message.is_empty());
+                    }
+                }
+                // What loads also compiles (or reports why), without panicking.
+                Ok(profile) => {
+                    let loaded = load::LoadedProfile {
+                        path: "p.toml".into(),
+                        profile,
+                        cedar_files: Vec::new(),
+                    };
+                    let _ = compile::compile(&loaded);
+                }
+            }
+        }
+    }
+}
