@@ -418,3 +418,47 @@ fn a_second_process_cannot_open_the_data_directory() {
     );
     drop(held);
 }
+
+#[test]
+fn quickstart_decides_with_the_editable_profile_in_the_home() {
+    let home = scratch("quickstart-profile");
+    assert_eq!(trustos_at(&home, &["quickstart"]).status.code(), Some(0));
+    let profile = home.join("profiles/quickstart/profile.toml");
+    let original = fs::read_to_string(&profile).unwrap();
+    // A daily budget smaller than the price: the call is denied, with its reason, and logged.
+    fs::write(
+        &profile,
+        original.replace("limit = \"1000000\"", "limit = \"5000\""),
+    )
+    .unwrap();
+    let denied = trustos_at(&home, &["quickstart"]);
+    assert_eq!(denied.status.code(), Some(1), "{denied:?}");
+    let report = stdout(&denied);
+    assert!(report.contains("decision  deny"), "{report}");
+    assert!(report.contains("BUDGET_DAILY_EXCEEDED: "), "{report}");
+    let decision = home.join("quickstart/decision.jws");
+    let jwks = home.join("quickstart/jwks.json");
+    let verified = trustos(&[
+        "verify",
+        decision.to_str().unwrap(),
+        "--jwks",
+        jwks.to_str().unwrap(),
+    ]);
+    assert_eq!(verified.status.code(), Some(0));
+    assert!(stdout(&verified).contains("outcome deny"));
+    // Denied decisions are logged too: 2 entries from the first run, 1 from this one.
+    let checkpoint = trustos_at(&home, &["log", "checkpoint", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&checkpoint.stdout).unwrap();
+    assert_eq!(report["treeSize"], 3);
+    // An invalid profile is refused with its line, never used.
+    fs::write(
+        &profile,
+        original.replace("limit = \"1000000\"", "limit = 12"),
+    )
+    .unwrap();
+    let invalid = trustos_at(&home, &["quickstart"]);
+    assert_eq!(invalid.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&invalid.stderr);
+    assert!(message.contains("profile.toml:"), "{message}");
+    assert!(message.contains("budgets[0].limit"), "{message}");
+}

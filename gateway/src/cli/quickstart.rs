@@ -1,16 +1,17 @@
 //! `trustos quickstart`: from nothing to an offline-verified receipt with your own gateway key.
 //!
-//! Walks one sample paid MCP call through everything this release has: it fingerprints the
-//! exact request, signs an allow decision that reserves the call's price from a daily budget,
-//! commits it atomically in the store (`$TRUSTOS_HOME/data`) with its audit-log entry, turns it
-//! into a `VerifiedDecision` and consumes it exactly once as an adapter would, signs the receipt
-//! with its own log index while capturing the reservation, signs a checkpoint, and verifies the
-//! resulting bundle offline from the files it wrote. Every object is real and made with the key in
-//! `$TRUSTOS_HOME/keys`; the policy engine and the proxy that make such decisions for a live agent
-//! arrive with the following releases.
+//! Walks one sample paid MCP call through everything this release has: the embedded default
+//! profile (written to `$TRUSTOS_HOME/profiles/quickstart/` to be edited) decides it with the
+//! store's budget totals; the signed decision is committed atomically with its reservation and
+//! audit-log entry; it becomes a `VerifiedDecision` and is consumed exactly once, as an adapter
+//! would; the receipt is signed with its own log index while capturing the reservation; a signed
+//! checkpoint and an inclusion proof make a bundle that is verified offline from the files
+//! written. Exit 0 when verified, 1 when the profile denies or holds the call (its reasons and
+//! remediation are printed), 2 on errors. The proxy that does this for a live agent arrives with
+//! the following release.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,24 +24,24 @@ use trustos_kernel::objects::*;
 use trustos_kernel::timestamp::Timestamp;
 use trustos_kernel::verify::Verifier;
 
-use super::{EXIT_OK, EXIT_USAGE};
+use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use crate::home::Home;
+use crate::policy::engine::{Call, Evaluation, Intent, State};
+use crate::policy::{self, Compiled};
 use crate::store::redb_store::RedbStore;
 use crate::store::{
-    BudgetCharge, BudgetSettlement, BudgetWindow, CommitError, ConsumeOutcome, DecisionCommit,
-    EntryBuilder, ReceiptCommit, Store,
+    BudgetCharge, BudgetSettlement, CommitError, ConsumeOutcome, DecisionCommit, EntryBuilder,
+    ReceiptCommit, Store,
 };
 
 /// How long the sample decision stays usable.
 const DECISION_TTL_MILLIS: u64 = 60_000;
-/// USDC on Base Sepolia.
-const USDC_BASE_SEPOLIA: &str = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
 /// The sample call's price: 0.01 USDC in base units.
 const PRICE: u128 = 10_000;
-/// The sample agent's daily budget: 1 USDC.
-const DAILY_LIMIT: u128 = 1_000_000;
-/// The budget the sample call counts against.
-const BUDGET: &str = "agent:demo-agent";
+/// The sample payee.
+const PAYEE: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+/// The built-in quickstart profile.
+const QUICKSTART_PROFILE: &str = include_str!("quickstart.profile.toml");
 
 pub fn run(home: &Home) -> u8 {
     let walked = tokio::runtime::Builder::new_current_thread()
@@ -49,7 +50,8 @@ pub fn run(home: &Home) -> u8 {
         .map_err(|err| format!("cannot start the runtime: {err}"))
         .and_then(|runtime| runtime.block_on(walk(home)));
     match walked {
-        Ok(()) => EXIT_OK,
+        Ok(Walked::Verified) => EXIT_OK,
+        Ok(Walked::Refused) => EXIT_INVALID,
         Err(err) => {
             eprintln!("trustos quickstart: {err}");
             EXIT_USAGE
@@ -84,7 +86,7 @@ fn text<E: std::fmt::Display>(err: E) -> String {
     err.to_string()
 }
 
-async fn walk(home: &Home) -> Result<(), String> {
+async fn walk(home: &Home) -> Result<Walked, String> {
     let (key, created) = home.load_or_create_key().map_err(text)?;
     let key = Arc::new(key);
     let out = home.root().join("quickstart");
@@ -105,14 +107,99 @@ async fn walk(home: &Home) -> Result<(), String> {
         store.path().display(),
         store.origin()
     );
-    let walked = walk_with_store(&store, &key, &out).await;
+    let walked = walk_with_store(home, &store, &key, &out).await;
     store.close().await.map_err(text)?;
     walked
 }
 
-async fn walk_with_store(store: &RedbStore, key: &GatewayKey, out: &Path) -> Result<(), String> {
-    // 1. The exact request: a paid MCP tool call with its x402 payment terms.
-    let arguments = json!({"query": "x402 adoption", "maxResults": 5});
+/// Reads the quickstart profile from the home, writing the built-in one there the first time.
+fn quickstart_profile(home: &Home) -> Result<(PathBuf, Compiled), String> {
+    let dir = home.root().join("profiles").join("quickstart");
+    let path = dir.join("profile.toml");
+    if !path.exists() {
+        fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+        write(&path, QUICKSTART_PROFILE.as_bytes())?;
+    }
+    let compiled = policy::open(&path).map_err(|issues| {
+        let lines: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        format!(
+            "the quickstart profile is invalid (fix it or delete it to get the original back):\n{}",
+            lines.join("\n")
+        )
+    })?;
+    Ok((path, compiled))
+}
+
+/// Decides `intent` with the store's budget totals: a first pass finds which budgets the call
+/// counts against, the store reports what each has spent, the second pass decides with that.
+async fn decide(
+    compiled: &Compiled,
+    store: &RedbStore,
+    intent: &Intent,
+    at: Timestamp,
+) -> Result<Evaluation, String> {
+    // With nothing spent, every budget the call counts against shows up as a charge (unless
+    // another rule already denies, and then the totals cannot change the outcome).
+    let probe = compiled.evaluate(intent, &State::default(), at);
+    let mut state = State::default();
+    for charge in &probe.charges {
+        let usage = store
+            .budget_usage(&charge.budget_key, charge.window, at)
+            .await
+            .map_err(text)?;
+        state.spent.insert(
+            charge.budget_id.clone(),
+            usage.reserved.saturating_add(usage.captured),
+        );
+    }
+    Ok(compiled.evaluate(intent, &state, at))
+}
+
+/// How the walk ended.
+enum Walked {
+    /// Allowed, paid (in the sample), receipted and verified.
+    Verified,
+    /// The profile denied or held the call; its decision is logged.
+    Refused,
+}
+
+async fn walk_with_store(
+    home: &Home,
+    store: &RedbStore,
+    key: &GatewayKey,
+    out: &Path,
+) -> Result<Walked, String> {
+    // 1. The profile (the embedded default, kept in the home so it can be edited).
+    let (profile_path, compiled) = quickstart_profile(home)?;
+    out!(
+        "  profile   {} ({})",
+        profile_path.display(),
+        compiled.fingerprint
+    );
+
+    // 2. The call: a paid MCP tool whose arguments carry its price.
+    let arguments = json!({
+        "query": "x402 adoption",
+        "maxResults": 5,
+        "price": {"amount": PRICE.to_string(), "asset": "usdc", "network": "eip155:84532", "payTo": PAYEE},
+    });
+    let intent = Intent {
+        tenant: "quickstart".into(),
+        agent: "demo-agent".into(),
+        session: None,
+        call: Call::Mcp {
+            server: "paid-search".into(),
+            tool: "search".into(),
+        },
+        arguments: arguments.clone(),
+        payment: None,
+    };
+    let issued_at = now()?;
+    let evaluation = decide(&compiled, store, &intent, issued_at).await?;
+    let payment = evaluation
+        .payment
+        .clone()
+        .ok_or("the profile found no price in the call")?;
     let request = RequestFingerprint::new(
         "quickstart",
         "demo-agent",
@@ -123,10 +210,10 @@ async fn walk_with_store(store: &RedbStore, key: &GatewayKey, out: &Path) -> Res
         &arguments,
         Some(PaymentTerms {
             scheme: "exact".into(),
-            network: "eip155:84532".into(),
-            asset: USDC_BASE_SEPOLIA.into(),
-            amount: Amount::from(PRICE),
-            pay_to: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".into(),
+            network: payment.network.clone(),
+            asset: payment.asset.clone(),
+            amount: Amount::from(payment.amount),
+            pay_to: payment.payee.clone(),
             resource: "mcp://paid-search/search".into(),
         }),
     )
@@ -134,56 +221,96 @@ async fn walk_with_store(store: &RedbStore, key: &GatewayKey, out: &Path) -> Res
     let fingerprint = request.digest().map_err(text)?;
     out!("  request   paid-search/search, 0.01 USDC on Base Sepolia -> {fingerprint}");
 
-    // 2. A signed allow decision bound to that fingerprint, reserving its price from a daily
-    //    budget of 1 USDC, committed atomically with its log entry.
-    let issued_at = now()?;
+    // 3. The policy's decision, signed, committed atomically with its budget reservations and
+    //    its log entry (the store re-checks every budget).
     let expires_at = issued_at
         .checked_add_millis(DECISION_TTL_MILLIS)
         .ok_or("clock out of range")?;
-    let window = BudgetWindow::Day;
-    let (window_start, window_end) = window.bounds(issued_at);
+    let allowed = evaluation.outcome == Outcome::Allow;
+    let reservations = if allowed {
+        evaluation
+            .charges
+            .iter()
+            .map(|charge| {
+                let (window_start, window_end) = charge.window.bounds(issued_at);
+                BudgetReservation {
+                    budget_key: charge.budget_key.clone(),
+                    asset: charge.asset.clone(),
+                    amount: Amount::from(charge.amount),
+                    window_start,
+                    window_end,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let decision = PolicyDecision {
         object_type: DecisionType::V1,
         decision_id: random_id("dec_")?,
         fingerprint,
-        outcome: Outcome::Allow,
-        reason_codes: vec!["WITHIN_POLICY".into()],
-        policy_ids: vec!["quickstart.daily-budget".into()],
-        profile_fingerprint: Digest::of_canonical(&json!({"profile": "quickstart"}))
-            .map_err(text)?,
-        reservations: vec![BudgetReservation {
-            budget_key: BUDGET.into(),
-            asset: USDC_BASE_SEPOLIA.into(),
-            amount: Amount::from(PRICE),
-            window_start,
-            window_end,
-        }],
+        outcome: evaluation.outcome,
+        reason_codes: evaluation.reasons.clone(),
+        policy_ids: evaluation.policies.clone(),
+        profile_fingerprint: evaluation.profile_fingerprint,
+        reservations,
         issued_at,
         expires_at,
-        mode: Mode::Hard,
+        mode: evaluation.mode,
     };
     let signed = jws::sign(key, TYP_DECISION, &decision).map_err(text)?;
     let commit = DecisionCommit {
         decision: decision.clone(),
         signed: signed.clone(),
-        charges: vec![BudgetCharge {
-            budget_key: BUDGET.into(),
-            window,
-            amount: PRICE,
-            limit: DAILY_LIMIT,
-        }],
+        charges: if allowed {
+            evaluation
+                .charges
+                .iter()
+                .map(|charge| BudgetCharge {
+                    budget_key: charge.budget_key.clone(),
+                    window: charge.window,
+                    amount: charge.amount,
+                    limit: charge.limit,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
     let decision_index = match store.commit_decision(commit).await {
         Ok(index) => index,
-        Err(CommitError::BudgetExceeded { spent, .. }) => {
+        Err(CommitError::BudgetExceeded {
+            budget_key, spent, ..
+        }) => {
             return Err(format!(
-                "today's quickstart budget is spent ({spent} of {DAILY_LIMIT} base units): \
-                 the store refused to reserve more, which is the point; try again tomorrow (UTC) \
-                 or with another --home"
+                "the store refused the reservation: {budget_key} has {spent} spent (another \
+                 call took the budget between the decision and its commit); run it again"
             ));
         }
         Err(err) => return Err(err.to_string()),
     };
+    if !allowed {
+        write(&out.join("decision.jws"), format!("{signed}\n").as_bytes())?;
+        out!(
+            "  decision  {} {} at log index {decision_index} -> decision.jws",
+            decision.outcome.as_str(),
+            decision.decision_id
+        );
+        for reason in &decision.reason_codes {
+            out!("    {reason}: {}", policy::reasons::remediation(reason));
+        }
+        out!(
+            "\nThe profile {} this call, so nothing was paid: that is the gateway working. Edit {} \
+             (or wait for the budget window) and run the quickstart again.",
+            if decision.outcome == Outcome::Challenge {
+                "holds"
+            } else {
+                "denies"
+            },
+            profile_path.display()
+        );
+        return Ok(Walked::Refused);
+    }
     write(&out.join("decision.jws"), format!("{signed}\n").as_bytes())?;
     out!(
         "  decision  allow {} (expires {}) at log index {decision_index} -> decision.jws",
@@ -252,13 +379,20 @@ async fn walk_with_store(store: &RedbStore, key: &GatewayKey, out: &Path) -> Res
         &out.join("receipt.jws"),
         format!("{receipt_jws}\n").as_bytes(),
     )?;
-    let usage = store
-        .budget_usage(BUDGET, window, issued_at)
-        .await
-        .map_err(text)?;
+    let mut spent = Vec::new();
+    for charge in &evaluation.charges {
+        let usage = store
+            .budget_usage(&charge.budget_key, charge.window, issued_at)
+            .await
+            .map_err(text)?;
+        spent.push(format!(
+            "{} {} of {} captured",
+            charge.budget_id, usage.captured, charge.limit
+        ));
+    }
     out!(
-        "  receipt   at log index {receipt_index} -> receipt.jws; budget {BUDGET} today: {} of {DAILY_LIMIT} captured",
-        usage.captured
+        "  receipt   at log index {receipt_index} -> receipt.jws; budgets: {}",
+        spent.join(", ")
     );
 
     // 5. A signed checkpoint and an inclusion proof: the bundle anyone can check offline.
@@ -303,5 +437,5 @@ async fn walk_with_store(store: &RedbStore, key: &GatewayKey, out: &Path) -> Res
         out.join("jwks.json").display()
     );
     out!("  trustos log prove --index {receipt_index}    # the same proof, fresh from the log");
-    Ok(())
+    Ok(Walked::Verified)
 }
