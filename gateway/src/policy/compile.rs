@@ -171,6 +171,35 @@ const UNKNOWN_AGENT: &str =
     r#"forbid (principal, action == Action::"call", resource) when { !context.known };"#;
 const FIRST_TIME_PAYEE: &str = r#"forbid (principal, action == Action::"call", resource) when { context.payment && !context.payeeKnown };"#;
 
+/// The entity type names and the action a request is built from.
+pub struct CedarNames {
+    /// `Agent`.
+    pub agent: EntityTypeName,
+    /// `Route`.
+    pub route: EntityTypeName,
+    /// `Asset`.
+    pub asset: EntityTypeName,
+    /// `Action::"call"`.
+    pub call: EntityUid,
+}
+
+impl CedarNames {
+    fn parse() -> Result<Self, String> {
+        let name = |text: &str| EntityTypeName::from_str(text).map_err(|err| err.to_string());
+        Ok(Self {
+            agent: name("Agent")?,
+            route: name("Route")?,
+            asset: name("Asset")?,
+            call: uid("Action", "call")?,
+        })
+    }
+
+    /// The uid of an entity of type `type_name` with id `id`.
+    pub fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
+    }
+}
+
 /// A profile compiled to Cedar, ready to evaluate.
 pub struct Compiled {
     /// The checked profile.
@@ -189,6 +218,8 @@ pub struct Compiled {
     pub annotations: BTreeMap<String, (String, bool)>,
     /// Limits as entities.
     pub entities: Entities,
+    /// Entity type names and the action, parsed once for every decision to reuse.
+    pub names: CedarNames,
     /// SHA-256 of the canonical compiled profile.
     pub fingerprint: Digest,
 }
@@ -481,6 +512,7 @@ pub fn compile(loaded: &LoadedProfile) -> Result<Compiled, Vec<Issue>> {
         guarded,
         annotations,
         entities,
+        names: CedarNames::parse().map_err(fail)?,
         fingerprint,
     })
 }

@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cedar_policy::{Authorizer, Context, Decision, EntityUid, Request, RestrictedExpression};
+use cedar_policy::{Authorizer, Context, Decision, Request, RestrictedExpression};
 use serde_json::Value;
 use trustos_kernel::canonical::Digest;
 use trustos_kernel::objects::Outcome;
 use trustos_kernel::timestamp::Timestamp;
 
-use super::compile::Compiled;
+use super::compile::{CedarNames, Compiled};
 use super::glob;
 use super::profile::{BudgetScope, Mode, Risk, RouteRule, VelocityScope, WindowKind};
 use crate::store::BudgetWindow;
@@ -195,15 +195,6 @@ fn payment_facts(route: Option<&RouteRule>, intent: &Intent) -> Option<PaymentFa
     })
 }
 
-fn uid(type_name: &str, id: &str) -> Option<EntityUid> {
-    use std::str::FromStr;
-    let type_name = cedar_policy::EntityTypeName::from_str(type_name).ok()?;
-    Some(EntityUid::from_type_name_and_id(
-        type_name,
-        cedar_policy::EntityId::new(id),
-    ))
-}
-
 fn to_long(value: u128) -> Option<i64> {
     i64::try_from(value).ok()
 }
@@ -369,19 +360,11 @@ impl Compiled {
         let text = |value: String| RestrictedExpression::new_string(value);
         let number =
             |value: u64| RestrictedExpression::new_long(i64::try_from(value).unwrap_or(i64::MAX));
-        let (Some(principal), Some(action), Some(resource), Some(asset_uid)) = (
-            uid("Agent", &intent.agent),
-            uid("Action", "call"),
-            uid("Route", &route.id),
-            uid("Asset", &facts.asset),
-        ) else {
-            return finish(
-                Outcome::Deny,
-                vec!["POLICY_EVALUATION_ERROR".into()],
-                Vec::new(),
-                Vec::new(),
-            );
-        };
+        let names = &self.names;
+        let principal = CedarNames::uid(&names.agent, &intent.agent);
+        let action = names.call.clone();
+        let resource = CedarNames::uid(&names.route, &route.id);
+        let asset_uid = CedarNames::uid(&names.asset, &facts.asset);
         let record = |fields: Vec<(String, Result<RestrictedExpression, _>)>| {
             fields
                 .into_iter()
