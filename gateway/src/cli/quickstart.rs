@@ -166,7 +166,7 @@ enum Walked {
 async fn walk_with_store(
     home: &Home,
     store: &RedbStore,
-    key: &GatewayKey,
+    key: &Arc<GatewayKey>,
     out: &Path,
 ) -> Result<Walked, String> {
     // 1. The profile (the embedded default, kept in the home so it can be edited).
@@ -346,7 +346,8 @@ async fn walk_with_store(
     let result_digest =
         Digest::of_canonical(&json!({"content": [{"type": "text", "text": "sample result"}]}))
             .map_err(text)?;
-    let receipt_key = GatewayKey::from_signing_key(key.signing_key().clone());
+    // The builder runs on the store's writer thread: it shares the key, never copies it.
+    let receipt_key = Arc::clone(key);
     let decision_id = decision.decision_id.clone();
     let build: EntryBuilder = Box::new(move |index| {
         let receipt = Receipt {
