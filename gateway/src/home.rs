@@ -33,6 +33,9 @@ pub enum HomeError {
     /// The store refused to open.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A file or directory could not be written.
+    #[error("{0}")]
+    Io(String),
 }
 
 impl Home {
@@ -103,4 +106,99 @@ impl Home {
 /// Log origin of a new store: `trustos.local/<key id>`.
 pub fn default_origin(key: &GatewayKey) -> String {
     format!("trustos.local/{}", key.kid())
+}
+
+/// The starter profile `trustos init` writes.
+pub const STARTER_PROFILE: &str = include_str!("cli/starter.profile.toml");
+
+/// What [`ensure_initialized`] created (paths), for the user to see.
+#[derive(Debug, Default)]
+pub struct Initialized {
+    /// Files and directories created now.
+    pub created: Vec<PathBuf>,
+    /// Files that were already there and were left untouched.
+    pub kept: Vec<PathBuf>,
+}
+
+fn write_new(path: &Path, text: &str, report: &mut Initialized) -> Result<(), HomeError> {
+    if path.exists() {
+        report.kept.push(path.to_owned());
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|err| HomeError::Io(format!("{}: {err}", parent.display())))?;
+    }
+    std::fs::write(path, text)
+        .map_err(|err| HomeError::Io(format!("{}: {err}", path.display())))?;
+    report.created.push(path.to_owned());
+    Ok(())
+}
+
+/// The `gateway.toml` that `trustos init` writes.
+fn starter_config() -> String {
+    "# Trust OS gateway configuration. Paths are relative to this directory.\n\
+     # `trustos serve` reads it at start; `trustos serve --help` explains each setting.\n\n\
+     [gateway]\n\
+     profile = \"profiles/default/profile.toml\"\n\
+     # Tenant and agent of calls through `trustos mcp` (override per host with --agent).\n\
+     tenant = \"local\"\n\
+     agent = \"agent\"\n\
+     # Serve /mcp/NAME over Streamable HTTP for hosts that speak HTTP:\n\
+     # listen = \"127.0.0.1:8790\"\n\
+     decision_ttl_seconds = 60\n\
+     hold_timeout_seconds = 300\n\n\
+     # Operators who may approve held calls, by the names the profile's [challenge] lists.\n\
+     [approvers]\n\
+     operator = \"operator/gateway.jwk.json\"\n\n\
+     # Upstream servers for the HTTP front (stdio shims name their command themselves):\n\
+     # [servers.everything]\n\
+     # command = [\"npx\", \"-y\", \"@modelcontextprotocol/server-everything\"]\n\n\
+     # Bearer tokens of the HTTP front (store the SHA-256, never the token):\n\
+     # [[tokens]]\n\
+     # token_sha256 = \"sha256:...\"\n\
+     # tenant = \"local\"\n\
+     # agent = \"agent\"\n"
+        .to_owned()
+}
+
+/// Creates whatever of the home is missing: the directory (0700), the gateway key, an operator
+/// key for approvals, `gateway.toml` and the starter profile. Never overwrites.
+pub fn ensure_initialized(home: &Home) -> Result<Initialized, HomeError> {
+    let mut report = Initialized::default();
+    let root = home.root();
+    if !root.exists() {
+        std::fs::create_dir_all(root)
+            .map_err(|err| HomeError::Io(format!("{}: {err}", root.display())))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|err| HomeError::Io(format!("{}: {err}", root.display())))?;
+        report.created.push(root.to_owned());
+    }
+    let (_, created) = home.load_or_create_key()?;
+    if created {
+        report.created.push(home.key_path());
+    } else {
+        report.kept.push(home.key_path());
+    }
+    let operator_dir = root.join("operator");
+    let operator_key = operator_dir.join(keyfile::PRIVATE_KEY_FILE);
+    if operator_key.exists() {
+        report.kept.push(operator_key);
+    } else {
+        let key = keyfile::generate()?;
+        keyfile::write_key_pair(&operator_dir, &key)?;
+        report.created.push(operator_key);
+    }
+    write_new(
+        &root.join(crate::config::CONFIG_FILE),
+        &starter_config(),
+        &mut report,
+    )?;
+    write_new(
+        &root.join("profiles").join("default").join("profile.toml"),
+        STARTER_PROFILE,
+        &mut report,
+    )?;
+    Ok(report)
 }

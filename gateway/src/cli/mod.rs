@@ -16,11 +16,16 @@ macro_rules! out {
     }};
 }
 
+mod approve;
+mod init;
 mod jwks;
 mod keygen;
 mod log;
+mod mcp;
 mod profile;
 mod quickstart;
+mod routes;
+mod serve;
 mod verify;
 
 /// Exit code for success, a valid object, or an allow decision.
@@ -77,6 +82,114 @@ enum Command {
     /// Read the audit log: signed checkpoints and inclusion proofs.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Create $TRUSTOS_HOME: gateway key, operator key, gateway.toml and a starter profile.
+    #[command(
+        after_help = "Example:\n  trustos init\n  TRUSTOS_HOME=/srv/trustos trustos init --json\n\n\
+        Never overwrites: running it again lists what is already there."
+    )]
+    Init {
+        /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// Print what was created as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the daemon: decisions, store, profile reloads, the control socket and the HTTP front.
+    #[command(
+        after_help = "Example:\n  trustos serve\n  trustos serve --listen 127.0.0.1:8790\n\n\
+        Listens on $TRUSTOS_HOME/trustos.sock (mode 0600) for shims and operator commands, and on \
+        --listen (or gateway.toml's `listen`) for hosts that speak Streamable HTTP at /mcp/NAME. \
+        Reloads the profile when its file changes and keeps the last good one if it is invalid. \
+        `trustos mcp` starts it on demand; logs then go to $TRUSTOS_HOME/logs/daemon.log \
+        (TRUSTOS_LOG=info for more)."
+    )]
+    Serve {
+        /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// HTTP address for /mcp/NAME (port 0 picks one; the address is printed).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// The stdio shim: put it in a host's MCP config in place of the server command.
+    #[command(
+        after_help = "Examples (the part after `--` is the server command you had):\n  \
+        trustos mcp --server everything -- npx -y @modelcontextprotocol/server-everything\n  \
+        trustos mcp --server github --agent code-bot -- docker run -i ghcr.io/github/github-mcp-server\n  \
+        trustos mcp --server remote --url http://127.0.0.1:3001/mcp\n\n\
+        Claude Desktop / Claude Code config:\n  \
+        {\"mcpServers\": {\"everything\": {\"command\": \"trustos\", \"args\": [\"mcp\", \"--server\", \
+        \"everything\", \"--\", \"npx\", \"-y\", \"@modelcontextprotocol/server-everything\"]}}}\n\n\
+        Every tools/call is classified by the profile; high-risk calls are decided, signed and \
+        receipted by the daemon (started on demand). Low-risk calls pass untouched."
+    )]
+    Mcp {
+        /// The server's name, as the profile's routes name it.
+        #[arg(long, value_name = "NAME")]
+        server: String,
+        /// The agent this host speaks for (default: gateway.toml's `agent`).
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        /// The tenant (default: gateway.toml's `tenant`).
+        #[arg(long, value_name = "TENANT")]
+        tenant: Option<String>,
+        /// A Streamable HTTP upstream instead of a command.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// The upstream server command and its arguments.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// The route inventory: every server and tool, its risk class, why, and its pinned hash.
+    #[command(
+        after_help = "Example:\n  trustos routes\n  trustos routes --json | jq '.routes[] | select(.risk != \"low\")'"
+    )]
+    Routes {
+        /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve (or reject) a held call with an operator key; list held calls; accept a changed tool.
+    #[command(after_help = "Examples:\n  trustos approve --list\n  \
+        trustos approve dec_3f… --key ~/.trustos/operator/gateway.key.pem\n  \
+        trustos approve dec_3f… --key alice.pem --reject\n  \
+        trustos approve --tool everything/echo\n\n\
+        The key must be listed under [approvers] in gateway.toml by a name the profile's \
+        [challenge] approvers include; the agent that made the call never counts. Exit 0 counted \
+        or approved, 1 refused, 2 usage error or no daemon.")]
+    Approve {
+        /// The held call's decision id.
+        #[arg(value_name = "DECISION_ID", required_unless_present_any = ["list", "tool"])]
+        decision_id: Option<String>,
+        /// Operator private key (PKCS#8 PEM).
+        #[arg(long, value_name = "OPERATOR_KEY", required_unless_present_any = ["list", "tool"])]
+        key: Option<PathBuf>,
+        /// Reject the call instead.
+        #[arg(long)]
+        reject: bool,
+        /// List the held calls.
+        #[arg(long, conflicts_with_all = ["decision_id", "tool"])]
+        list: bool,
+        /// Accept the pending definition of SERVER/TOOL.
+        #[arg(long, value_name = "SERVER/TOOL", conflicts_with = "decision_id")]
+        tool: Option<String>,
+        /// With --tool: only if the pending definition has this SHA-256.
+        #[arg(long, value_name = "DIGEST", requires = "tool")]
+        sha256: Option<String>,
+        /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify a signed decision, a signed receipt, or a receipt bundle, offline.
     #[command(
         after_help = "Examples:\n  trustos verify receipt.jws --jwks jwks.json\n  \
@@ -205,8 +318,78 @@ pub fn run(cli: Cli) -> ExitCode {
             Err(err) => usage("log prove", &err),
         },
         Command::Verify(args) => verify::run(&args),
+        Command::Init { home, json } => with_home("init", home, |home| init::run(home, json)),
+        Command::Serve { home, listen } => {
+            init_logging(true);
+            with_home("serve", home, |home| serve::run(home, listen))
+        }
+        Command::Mcp {
+            server,
+            agent,
+            tenant,
+            url,
+            home,
+            command,
+        } => {
+            init_logging(false);
+            with_home("mcp", home, |home| {
+                mcp::run(
+                    home,
+                    mcp::ShimArgs {
+                        server,
+                        agent,
+                        tenant,
+                        url,
+                        command,
+                    },
+                )
+            })
+        }
+        Command::Routes { home, json } => with_home("routes", home, |home| routes::run(home, json)),
+        Command::Approve {
+            decision_id,
+            key,
+            reject,
+            list,
+            tool,
+            sha256,
+            home,
+            json,
+        } => with_home("approve", home, |home| {
+            let action = match (list, tool, decision_id, key) {
+                (true, _, _, _) => approve::ApproveAction::List,
+                (_, Some(tool), _, _) => approve::ApproveAction::Tool { tool, sha256 },
+                (_, None, Some(decision_id), Some(key)) => approve::ApproveAction::Decision {
+                    decision_id,
+                    key,
+                    reject,
+                },
+                _ => return usage("approve", &"give DECISION_ID --key KEY, --list, or --tool"),
+            };
+            approve::run(home, action, json)
+        }),
     };
     ExitCode::from(code)
+}
+
+fn with_home(command: &str, home: Option<PathBuf>, run: impl FnOnce(&Home) -> u8) -> u8 {
+    match Home::resolve(home) {
+        Ok(home) => run(&home),
+        Err(err) => usage(command, &err),
+    }
+}
+
+/// Diagnostics on stderr (stdout may be a protocol); `TRUSTOS_LOG` filters (default: `info`
+/// for the daemon, `warn` for the shim).
+fn init_logging(daemon: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRUSTOS_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init();
 }
 
 fn usage(command: &str, err: &dyn std::fmt::Display) -> u8 {

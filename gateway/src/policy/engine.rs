@@ -200,6 +200,11 @@ fn to_long(value: u128) -> Option<i64> {
 }
 
 impl Compiled {
+    /// The route that classifies `call` (the first match), if any.
+    pub fn classify(&self, call: &Call) -> Option<&RouteRule> {
+        classify(&self.profile.routes, call)
+    }
+
     /// Decides `intent` at `now` given the store's `state`.
     pub fn evaluate(&self, intent: &Intent, state: &State, now: Timestamp) -> Evaluation {
         self.evaluate_checked(intent, state, now, false)

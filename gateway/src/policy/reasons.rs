@@ -119,6 +119,116 @@ pub const REASONS: &[(&str, &str)] = &[
         "CUSTOM_POLICY_DENIED",
         "A custom Cedar policy of the profile forbids this call; see its policy id.",
     ),
+    // Refusals by the relay and the daemon, before or around the policy.
+    (
+        "TOOL_NOT_LISTED",
+        "The upstream never listed this tool: list the tools (tools/list) first; calls to tools the server does not advertise are refused.",
+    ),
+    (
+        "TOOL_DEFINITION_CHANGED",
+        "The tool's definition changed since it was pinned: review it with `trustos routes` and accept it with `trustos approve --tool SERVER/TOOL`.",
+    ),
+    (
+        "TOOL_NEW_UNAPPROVED",
+        "The tool appeared after the server's first listing: review it with `trustos routes` and accept it with `trustos approve --tool SERVER/TOOL`.",
+    ),
+    (
+        "TOOL_RISK_RAISED",
+        "The upstream marks this tool destructive but the profile classifies it low risk: give it a high or paid route so it is decided.",
+    ),
+    (
+        "BUDGET_CONTENDED",
+        "Another call took the budget between this decision and its commit; retry the call.",
+    ),
+    (
+        "APPROVED",
+        "Nothing to change: the profile's quorum of approvers approved this call.",
+    ),
+    (
+        "APPROVAL_TIMEOUT",
+        "No quorum of approvers answered in time; ask an approver to run `trustos approve DECISION_ID --key KEY` while the call is held, or raise hold_timeout_seconds.",
+    ),
+    (
+        "APPROVAL_REJECTED",
+        "An approver rejected this call; change the call or ask the approver.",
+    ),
+    (
+        "HOLD_UNKNOWN",
+        "No call is held under this decision id; `trustos approve --list` shows the held calls.",
+    ),
+    (
+        "GATEWAY_UNAVAILABLE",
+        "The Trust OS daemon could not decide, so the call was refused (fail closed); check `trustos serve` and $TRUSTOS_HOME/logs/daemon.log.",
+    ),
+    (
+        "MCP_NOT_INITIALIZED",
+        "Send initialize and wait for its result before any other request (or name protocol 2026-07-28 in the request's _meta).",
+    ),
+    (
+        "MCP_ALREADY_INITIALIZED",
+        "initialize was already sent on this connection; start a new connection to initialize again.",
+    ),
+    (
+        "MCP_DUPLICATE_ID",
+        "A request with this id is still in flight; use a new id for each request.",
+    ),
+    (
+        "MCP_METHOD_UNKNOWN",
+        "The gateway forwards only the methods of the MCP specification, spelled exactly; check the method name.",
+    ),
+    (
+        "MCP_BATCH_NOT_ALLOWED",
+        "The negotiated protocol version forbids JSON-RPC batches; send one message at a time.",
+    ),
+    (
+        "MCP_META_FORGED",
+        "Remove io.trustos/* keys from _meta: only the gateway writes decisions and receipts.",
+    ),
+    (
+        "MCP_INVALID_PARAMS",
+        "Send tools/call params as an object with a string name and an object of arguments.",
+    ),
+    (
+        "MCP_NOT_JSONRPC",
+        "Send JSON-RPC 2.0 messages: jsonrpc \"2.0\", a method or a result/error, an id that is a string or an integer.",
+    ),
+    ("MCP_EMPTY_BATCH", "Send at least one message."),
+    (
+        "MCP_MESSAGE_TOO_LARGE",
+        "Messages are limited to 16 MiB; send less in one call.",
+    ),
+    (
+        "MCP_UPSTREAM_CLOSED",
+        "The upstream MCP server exited or closed the connection; check its command and its stderr.",
+    ),
+    (
+        "MCP_UPSTREAM_FAILED",
+        "The upstream MCP server could not be reached or failed; check its URL or command.",
+    ),
+    (
+        "MCP_UPSTREAM_UNREADABLE",
+        "The upstream answered with JSON two parsers could read differently (duplicate keys, invalid UTF-8, a BOM); fix the server.",
+    ),
+    ("JSON_BOM", "Send JSON without a byte order mark."),
+    ("JSON_INVALID_UTF8", "Send valid UTF-8."),
+    (
+        "JSON_LONE_SURROGATE",
+        "Send strings without lone UTF-16 surrogate escapes.",
+    ),
+    (
+        "JSON_DUPLICATE_KEY",
+        "Send each object key once: two parsers could read a repeated key differently.",
+    ),
+    (
+        "JSON_INTEGER_OUT_OF_RANGE",
+        "Send integers within ±(2^53−1), or as strings.",
+    ),
+    (
+        "JSON_TRAILING_BYTES",
+        "Send exactly one JSON value per message.",
+    ),
+    ("JSON_TOO_DEEP", "Nest arrays and objects at most 100 deep."),
+    ("JSON_SYNTAX", "Send valid JSON."),
 ];
 
 /// The remediation sentence of a reason code (custom `CUSTOM_*` codes get a generic one).
@@ -150,7 +260,10 @@ mod tests {
         for (code, sentence) in REASONS {
             assert!(seen.insert(*code), "{code} twice");
             assert!(
-                code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                code.starts_with(|c: char| c.is_ascii_uppercase())
+                    && code
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
                 "{code}"
             );
             assert!(sentence.ends_with('.'), "{code}");

@@ -340,6 +340,9 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
     ) -> Result<Option<VersionedRecord>, StoreError>;
 
+    /// Every record of one kind, by id (ascending).
+    async fn list_records(&self, kind: &str) -> Result<Vec<(String, VersionedRecord)>, StoreError>;
+
     /// Writes a record if its current version is `expected` (`None`: it must not exist yet).
     async fn compare_and_set(
         &self,

@@ -637,6 +637,35 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn list_records(&self, kind: &str) -> Result<Vec<(String, VersionedRecord)>, StoreError> {
+        let kind = kind.to_owned();
+        self.read(move |txn| {
+            let records = match txn.open_table(RECORDS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(err) => return Err(err.into()),
+            };
+            let mut found = Vec::new();
+            for entry in records.range((kind.as_str(), "")..)? {
+                let (key, stored) = entry?;
+                let (entry_kind, id) = key.value();
+                if entry_kind != kind {
+                    break;
+                }
+                let stored = stored.value();
+                found.push((
+                    id.to_owned(),
+                    VersionedRecord {
+                        version: record_version(stored)?,
+                        body: stored[8..].to_vec(),
+                    },
+                ));
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn compare_and_set(
         &self,
         kind: &str,

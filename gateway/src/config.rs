@@ -1,0 +1,297 @@
+//! `gateway.toml`: what a daemon serves and who may talk to it.
+//!
+//! Read strictly (unknown keys are errors, each located by its TOML path). Paths are relative
+//! to `$TRUSTOS_HOME`. Bearer tokens are stored as SHA-256 digests, never in the clear.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use trustos_kernel::canonical::Digest;
+use trustos_kernel::keys::PublicKey;
+
+use crate::keyfile;
+
+/// File name of the configuration inside the home.
+pub const CONFIG_FILE: &str = "gateway.toml";
+
+/// The whole `gateway.toml`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Daemon settings.
+    #[serde(default)]
+    pub gateway: Settings,
+    /// Upstream MCP servers the HTTP front serves as `/mcp/NAME`.
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerConfig>,
+    /// Bearer tokens for the HTTP front.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Operator public keys by approver name (the names a profile's `[challenge]` lists).
+    #[serde(default)]
+    pub approvers: BTreeMap<String, PathBuf>,
+}
+
+/// Daemon settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The profile to enforce, relative to the home.
+    #[serde(default = "default_profile")]
+    pub profile: PathBuf,
+    /// Tenant of calls arriving through stdio shims.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// Agent of stdio shims launched without `--agent`.
+    #[serde(default = "default_agent")]
+    pub agent: String,
+    /// Address of the HTTP front (`/mcp/NAME`); absent: no HTTP listener.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// How long an allow decision stays usable.
+    #[serde(default = "default_decision_ttl")]
+    pub decision_ttl_seconds: u64,
+    /// How long a challenged call waits for approval before it is denied.
+    #[serde(default = "default_hold_timeout")]
+    pub hold_timeout_seconds: u64,
+    /// How long a forwarded call may take upstream before the gateway answers with an error.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_seconds: u64,
+    /// Browser origins allowed on the HTTP front (requests without `Origin` are allowed).
+    #[serde(default = "default_origins")]
+    pub allowed_origins: Vec<String>,
+    /// Ask the host's user through MCP elicitation when a call needs one approval.
+    #[serde(default = "default_true")]
+    pub elicitation: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            profile: default_profile(),
+            tenant: default_tenant(),
+            agent: default_agent(),
+            listen: None,
+            decision_ttl_seconds: default_decision_ttl(),
+            hold_timeout_seconds: default_hold_timeout(),
+            call_timeout_seconds: default_call_timeout(),
+            allowed_origins: default_origins(),
+            elicitation: true,
+        }
+    }
+}
+
+fn default_profile() -> PathBuf {
+    PathBuf::from("profiles/default/profile.toml")
+}
+fn default_tenant() -> String {
+    "local".into()
+}
+fn default_agent() -> String {
+    "agent".into()
+}
+fn default_decision_ttl() -> u64 {
+    60
+}
+fn default_hold_timeout() -> u64 {
+    300
+}
+fn default_call_timeout() -> u64 {
+    300
+}
+fn default_origins() -> Vec<String> {
+    vec![
+        "http://localhost".into(),
+        "http://127.0.0.1".into(),
+        "https://localhost".into(),
+    ]
+}
+fn default_true() -> bool {
+    true
+}
+
+/// One upstream MCP server.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Command and arguments of a stdio server.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Environment for the stdio server.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// URL of a Streamable HTTP server.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// A bearer token of the HTTP front, and whom it speaks for.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// `sha256:<hex>` of the token.
+    pub token_sha256: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Agent.
+    pub agent: String,
+    /// Servers it may reach (empty: all).
+    #[serde(default)]
+    pub servers: Vec<String>,
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid `gateway.toml`.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, located.
+        message: String,
+    },
+    /// An approver key could not be read.
+    #[error("{path}: approver {name}: {source}")]
+    ApproverKey {
+        /// The file.
+        path: String,
+        /// The approver.
+        name: String,
+        /// The cause.
+        source: keyfile::KeyFileError,
+    },
+}
+
+impl GatewayConfig {
+    /// Reads `gateway.toml` in `home`; a missing file is the default configuration.
+    pub fn load(home: &Path) -> Result<Self, ConfigError> {
+        let path = home.join(CONFIG_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and checks configuration text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: GatewayConfig = toml::from_str(text).map_err(|err| err.to_string())?;
+        for (name, server) in &config.servers {
+            match (server.command.is_empty(), &server.url) {
+                (false, None) | (true, Some(_)) => {}
+                _ => {
+                    return Err(format!(
+                        "[servers.{name}] needs exactly one of `command` or `url`"
+                    ));
+                }
+            }
+            if !valid_server_name(name) {
+                return Err(format!(
+                    "[servers.{name}]: server names are letters, digits, '-', '_' and '.'"
+                ));
+            }
+        }
+        for (index, token) in config.tokens.iter().enumerate() {
+            if token.token_sha256.parse::<Digest>().is_err() {
+                return Err(format!(
+                    "tokens[{index}].token_sha256 must be sha256:<64 hex digits>"
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The profile path, resolved against the home.
+    pub fn profile_path(&self, home: &Path) -> PathBuf {
+        home.join(&self.gateway.profile)
+    }
+
+    /// The token entry for a presented bearer token.
+    pub fn token(&self, presented: &str) -> Option<&TokenConfig> {
+        let digest = Digest::of(presented.as_bytes()).to_string();
+        // Compare digests, not tokens: equal-length strings, no early exit on the secret.
+        self.tokens
+            .iter()
+            .find(|token| constant_time_eq(token.token_sha256.as_bytes(), digest.as_bytes()))
+    }
+
+    /// Approver public keys, by name.
+    pub fn approver_keys(&self, home: &Path) -> Result<BTreeMap<String, PublicKey>, ConfigError> {
+        self.approvers
+            .iter()
+            .map(|(name, path)| {
+                let path = home.join(path);
+                keyfile::read_public_key(&path)
+                    .map(|key| (name.clone(), key))
+                    .map_err(|source| ConfigError::ApproverKey {
+                        path: path.display().to_string(),
+                        name: name.clone(),
+                        source,
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Whether `name` can name a server (`/mcp/NAME`, route globs).
+pub fn valid_server_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_strictness() {
+        let config = GatewayConfig::parse("").unwrap();
+        assert_eq!(config.gateway.decision_ttl_seconds, 60);
+        assert!(GatewayConfig::parse("[gateway]\nlisten_addr = \"x\"\n").is_err());
+        assert!(GatewayConfig::parse("[servers.a]\n").is_err());
+        assert!(GatewayConfig::parse("[servers.a]\ncommand=[\"x\"]\nurl=\"http://h\"\n").is_err());
+        assert!(GatewayConfig::parse("[servers.\"a b\"]\ncommand=[\"x\"]\n").is_err());
+    }
+
+    #[test]
+    fn tokens_match_by_digest() {
+        let digest = Digest::of(b"s3cret").to_string();
+        let config = GatewayConfig::parse(&format!(
+            "[[tokens]]\ntoken_sha256 = \"{digest}\"\ntenant = \"acme\"\nagent = \"bot\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.token("s3cret").unwrap().agent, "bot");
+        assert!(config.token("s3cre").is_none());
+        assert!(
+            GatewayConfig::parse("[[tokens]]\ntoken_sha256=\"x\"\ntenant=\"a\"\nagent=\"b\"\n")
+                .is_err()
+        );
+    }
+}

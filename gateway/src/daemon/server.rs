@@ -1,0 +1,378 @@
+//! `trustos serve`: the daemon. Owns the store, the signing key, the active profile and the held
+//! calls; answers relays on the control socket; serves `/mcp/NAME` over HTTP when configured;
+//! reloads the profile when its file changes (keeping the last good one on error).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+
+use super::protocol::{
+    ControlError, Envelope, MAX_CONTROL_MESSAGE, Request, Response, SOCKET_FILE, Status,
+};
+use crate::config::GatewayConfig;
+use crate::enforce::{self, Enforcer, Settings};
+use crate::home::Home;
+use crate::mcp::lines::{Line, read_line};
+use crate::policy::{ActiveProfile, Reload};
+use crate::store::Store;
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Setup failed (home, key, configuration, profile, store).
+    #[error("{0}")]
+    Setup(String),
+    /// Another daemon already answers on the socket.
+    #[error("a Trust OS daemon already runs for {0} (its socket answers)")]
+    AlreadyRunning(String),
+    /// I/O on the socket or listener.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn setup<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> DaemonError + '_ {
+    move |err| DaemonError::Setup(format!("{context}: {err}"))
+}
+
+/// Path of the control socket of a home.
+pub fn socket_path(home: &Home) -> PathBuf {
+    home.root().join(SOCKET_FILE)
+}
+
+/// A running daemon's shared state.
+pub struct Daemon {
+    /// The decision authority.
+    pub enforcer: Arc<Enforcer>,
+    /// The configuration it started with.
+    pub config: GatewayConfig,
+    /// Its home.
+    pub home: Home,
+    /// Address of the HTTP front, once bound.
+    pub listen: Option<String>,
+}
+
+/// Opens everything the daemon owns: configuration, key, store, profile, approvers.
+pub async fn open(home: &Home) -> Result<Daemon, DaemonError> {
+    crate::home::ensure_initialized(home).map_err(setup("initializing the home"))?;
+    let config = GatewayConfig::load(home.root()).map_err(setup("gateway.toml"))?;
+    let key = Arc::new(home.load_key().map_err(setup("gateway key"))?);
+    let profile_path = config.profile_path(home.root());
+    let profile = ActiveProfile::load(&profile_path).map_err(|issues| {
+        let lines: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        DaemonError::Setup(format!(
+            "profile {} is invalid:\n{}",
+            profile_path.display(),
+            lines.join("\n")
+        ))
+    })?;
+    let approvers = config
+        .approver_keys(home.root())
+        .map_err(setup("approvers"))?;
+    let store = Arc::new(
+        home.open_store(Arc::clone(&key), true)
+            .await
+            .map_err(setup("store"))?,
+    );
+    let settings = Settings {
+        decision_ttl: Duration::from_secs(config.gateway.decision_ttl_seconds),
+        hold_timeout: Duration::from_secs(config.gateway.hold_timeout_seconds),
+    };
+    let enforcer = Arc::new(Enforcer::new(key, store, profile, approvers, settings));
+    Ok(Daemon {
+        enforcer,
+        config,
+        home: home.clone(),
+        listen: None,
+    })
+}
+
+/// Binds the control socket: refuses when a live daemon answers, replaces a stale file.
+pub async fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(DaemonError::AlreadyRunning(path.display().to_string()));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(home: &Home, listen: Option<String>) -> Result<(), DaemonError> {
+    let mut daemon = open(home).await?;
+    let socket = socket_path(home);
+    let listener = bind_socket(&socket).await?;
+    let listen = listen.or_else(|| daemon.config.gateway.listen.clone());
+    let mut http = None;
+    if let Some(address) = listen {
+        let (bound, task) = crate::front::serve(
+            Arc::clone(&daemon.enforcer),
+            daemon.config.clone(),
+            home.clone(),
+            &address,
+        )
+        .await
+        .map_err(setup("HTTP front"))?;
+        tracing::info!(%bound, "HTTP front listening");
+        daemon.listen = Some(bound.to_string());
+        http = Some(task);
+    }
+    let daemon = Arc::new(daemon);
+    tracing::info!(
+        socket = %socket.display(),
+        kid = daemon.enforcer.key().kid(),
+        profile = %daemon.enforcer.profile().fingerprint,
+        "Trust OS daemon ready"
+    );
+    eprintln!(
+        "trustos serve: ready on {}{}",
+        socket.display(),
+        daemon
+            .listen
+            .as_ref()
+            .map(|a| format!(" and http://{a}/mcp/NAME"))
+            .unwrap_or_default()
+    );
+
+    let reload = tokio::spawn(watch_profile(
+        Arc::clone(&daemon.enforcer),
+        daemon.config.profile_path(home.root()),
+    ));
+    let expire = tokio::spawn(release_expired(Arc::clone(&daemon.enforcer)));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let daemon = Arc::clone(&daemon);
+                    tokio::spawn(async move {
+                        if let Err(err) = serve_connection(daemon, stream).await {
+                            tracing::debug!(%err, "control connection ended");
+                        }
+                    });
+                }
+                Err(err) => tracing::warn!(%err, "accept failed"),
+            },
+            _ = hangup.recv() => log_reload(daemon.enforcer.reload_profile()),
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    reload.abort();
+    expire.abort();
+    if let Some(task) = http {
+        task.abort();
+    }
+    let _ = std::fs::remove_file(&socket);
+    eprintln!("trustos serve: stopped");
+    Ok(())
+}
+
+fn log_reload(reload: Reload) {
+    match reload {
+        Reload::Updated { previous, current } => {
+            tracing::info!(%previous, %current, "profile reloaded");
+            eprintln!("trustos serve: profile reloaded ({previous} -> {current})");
+        }
+        Reload::Unchanged => {}
+        Reload::KeptLastGood { current, issues } => {
+            let lines: Vec<String> = issues.iter().map(ToString::to_string).collect();
+            eprintln!(
+                "trustos serve: the profile file is invalid; keeping {current} in force:\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+}
+
+/// Reloads the profile whenever its file's length or modification time changes.
+async fn watch_profile(enforcer: Arc<Enforcer>, path: PathBuf) {
+    let stamp = |path: &Path| -> Option<(u64, SystemTime)> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.len(), meta.modified().ok()?))
+    };
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let now = stamp(&path);
+        if now != last {
+            last = now;
+            log_reload(enforcer.reload_profile());
+        }
+    }
+}
+
+/// Releases the reservations of decisions that expired unused.
+async fn release_expired(enforcer: Arc<Enforcer>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        if let Ok(now) = enforce::now()
+            && let Err(err) = enforcer.store().release_expired(now).await
+        {
+            tracing::warn!(%err, "releasing expired reservations failed");
+        }
+    }
+}
+
+/// Only the user who owns the socket may talk to it.
+fn peer_allowed(stream: &UnixStream, socket: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(owner) = std::fs::metadata(socket).map(|meta| meta.uid()) else {
+        return false;
+    };
+    stream.peer_cred().is_ok_and(|cred| cred.uid() == owner)
+}
+
+async fn serve_connection(daemon: Arc<Daemon>, stream: UnixStream) -> std::io::Result<()> {
+    if !peer_allowed(&stream, &socket_path(&daemon.home)) {
+        tracing::warn!("refused a control connection from another user");
+        return Ok(());
+    }
+    let (read, mut write) = stream.into_split();
+    let (responses, mut outgoing) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(mut line) = outgoing.recv().await {
+            line.push(b'\n');
+            if write.write_all(&line).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut reader = BufReader::new(read);
+    loop {
+        let line = match read_line(&mut reader, MAX_CONTROL_MESSAGE).await? {
+            Line::Complete(line) => line,
+            Line::TooLong(_) => {
+                let _ = responses
+                    .send(encode(&Response {
+                        id: 0,
+                        ok: None,
+                        error: Some(ControlError::new("CONTROL_TOO_LARGE", "message too large")),
+                    }))
+                    .await;
+                continue;
+            }
+            Line::Eof => break,
+        };
+        let envelope: Envelope = match trustos_kernel::strict_json::from_slice(&line) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                let _ = responses
+                    .send(encode(&Response {
+                        id: 0,
+                        ok: None,
+                        error: Some(ControlError::new("CONTROL_INVALID", err.to_string())),
+                    }))
+                    .await;
+                continue;
+            }
+        };
+        let daemon = Arc::clone(&daemon);
+        let responses = responses.clone();
+        tokio::spawn(async move {
+            let id = envelope.id;
+            let response = match handle(&daemon, envelope.request).await {
+                Ok(ok) => Response {
+                    id,
+                    ok: Some(ok),
+                    error: None,
+                },
+                Err(error) => Response {
+                    id,
+                    ok: None,
+                    error: Some(error),
+                },
+            };
+            let _ = responses.send(encode(&response)).await;
+        });
+    }
+    drop(responses);
+    let _ = writer.await;
+    Ok(())
+}
+
+fn encode(response: &Response) -> Vec<u8> {
+    serde_json::to_vec(response).unwrap_or_else(|_| {
+        br#"{"id":0,"error":{"code":"CONTROL_ENCODING","message":"unencodable response"}}"#.to_vec()
+    })
+}
+
+fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, ControlError> {
+    serde_json::to_value(value)
+        .map_err(|err| ControlError::new("CONTROL_ENCODING", err.to_string()))
+}
+
+fn enforce_error(err: enforce::EnforceError) -> ControlError {
+    ControlError::new("GATEWAY_ERROR", err.to_string())
+}
+
+async fn handle(daemon: &Daemon, request: Request) -> Result<Value, ControlError> {
+    let enforcer = &daemon.enforcer;
+    match request {
+        Request::Decide { call } => to_value(&enforcer.decide(call).await.map_err(enforce_error)?),
+        Request::AwaitHold { decision_id } => to_value(
+            &enforcer
+                .await_hold(&decision_id)
+                .await
+                .map_err(enforce_error)?,
+        ),
+        Request::Finish {
+            decision_id,
+            end,
+            result_digest,
+            started_at,
+        } => to_value(
+            &enforcer
+                .finish(&decision_id, end, result_digest, started_at)
+                .await
+                .map_err(enforce_error)?,
+        ),
+        Request::ObserveTools { server, tools } => to_value(
+            &enforcer
+                .observe_tools(&server, &tools)
+                .await
+                .map_err(enforce_error)?,
+        ),
+        Request::Approve { approval } => {
+            to_value(&enforcer.approve(&approval).await.map_err(enforce_error)?)
+        }
+        Request::ApproveTool {
+            server,
+            tool,
+            sha256,
+        } => to_value(
+            &enforcer
+                .approve_tool(&server, &tool, sha256.as_ref())
+                .await
+                .map_err(|err| ControlError::new("TOOL_APPROVAL_REFUSED", err.to_string()))?
+                .to_string(),
+        ),
+        Request::Routes => {
+            let pins = enforcer.pins().all().await.map_err(enforce_error)?;
+            to_value(&enforce::inventory::build(
+                &enforcer.profile(),
+                &daemon.config,
+                &pins,
+            ))
+        }
+        Request::Status => to_value(&Status {
+            pid: std::process::id(),
+            kid: enforcer.key().kid().to_owned(),
+            profile_fingerprint: enforcer.profile().fingerprint,
+            generation: enforcer.generation(),
+            held: enforcer.held(),
+            listen: daemon.listen.clone(),
+        }),
+    }
+}

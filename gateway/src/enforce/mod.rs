@@ -1,0 +1,1047 @@
+//! The enforcement authority: everything the daemon decides for a relay.
+//!
+//! One [`Enforcer`] per daemon owns the signing key, the store, the active profile, the tool
+//! pins and the held calls. A relay (the stdio shim over the control socket, or the HTTP front
+//! in-process) hands it each `tools/call` and gets a [`Verdict`]:
+//!
+//! 1. **pins**: a tool never listed, or whose definition changed or appeared after the first
+//!    listing, is refused until an operator approves it;
+//! 2. **classify**: the profile's routes give the risk class; an upstream's
+//!    `destructiveHint: true` can raise a low route (refused, `TOOL_RISK_RAISED`), never lower;
+//!    unclassified is high;
+//! 3. low risk passes untouched, with no decision and no log entry;
+//! 4. high and paid: fingerprint → policy (with the store's budget totals) → signed
+//!    `PolicyDecision.v1` committed atomically with its reservations and log entry → if allowed,
+//!    consumed durably before the relay forwards it;
+//! 5. a challenge is held until the profile's quorum of approvers signs approvals, an approver
+//!    rejects, or the hold times out (a signed deny);
+//! 6. the relay reports how the call ended and gets a signed `Receipt.v1` with its log index.
+//!
+//! Every error on a high-risk path is a refusal (fail closed).
+
+pub mod inventory;
+pub mod pins;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+use trustos_kernel::canonical::Digest;
+use trustos_kernel::jws::{self, TYP_DECISION, TYP_RECEIPT};
+use trustos_kernel::keys::{GatewayKey, PublicKey, TrustedKeys};
+use trustos_kernel::objects::{
+    Amount, BudgetReservation, DecisionType, ExecutionStatus, Mode, Outcome, PaymentTerms,
+    PolicyDecision, Receipt, ReceiptType, RequestFingerprint, Route, SafeIndex,
+};
+use trustos_kernel::timestamp::Timestamp;
+
+use crate::approval::{Approval, Verdict as ApprovalVerdict};
+use crate::policy::engine::{Call, Evaluation, Intent, State};
+use crate::policy::profile::Risk;
+use crate::policy::{self, ActiveProfile, Compiled, Reload};
+use crate::store::redb_store::RedbStore;
+use crate::store::{
+    BudgetCharge, BudgetSettlement, CommitError, ConsumeOutcome, DecisionCommit, ReceiptCommit,
+    Store, StoreError,
+};
+use pins::{PinCheck, Pins};
+
+/// One reason a call was refused or held, with what to change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Stable reason code.
+    pub code: String,
+    /// What the operator can change.
+    pub remediation: String,
+}
+
+impl Reason {
+    /// The reason with its documented remediation.
+    pub fn new(code: &str) -> Self {
+        Self {
+            code: code.to_owned(),
+            remediation: policy::reasons::remediation(code).to_owned(),
+        }
+    }
+}
+
+/// A `tools/call` to decide.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Tenant.
+    pub tenant: String,
+    /// Agent.
+    pub agent: String,
+    /// Session, when the transport has one.
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Server name (as configured).
+    pub server: String,
+    /// Tool name, exactly as called.
+    pub tool: String,
+    /// The call's arguments (an object; `{}` when absent).
+    pub arguments: Value,
+}
+
+/// What the relay must do with a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Low risk (or shadow mode): forward the call untouched, no receipt.
+    Pass {
+        /// The route that classified it.
+        route: Option<String>,
+    },
+    /// Allowed and consumed: forward with the decision in `params._meta`.
+    Forward {
+        /// Decision id.
+        decision_id: String,
+        /// The signed decision (compact JWS).
+        decision: String,
+    },
+    /// Refused: answer the agent with these reasons; nothing is forwarded.
+    Refuse {
+        /// Decision id, when a decision was signed and logged.
+        decision_id: Option<String>,
+        /// The signed deny decision, when there is one.
+        decision: Option<String>,
+        /// Why.
+        reasons: Vec<Reason>,
+    },
+    /// Held for approval: wait with [`Enforcer::await_hold`].
+    Hold {
+        /// The challenge decision's id.
+        decision_id: String,
+        /// The signed challenge decision.
+        decision: String,
+        /// Why it is held.
+        reasons: Vec<Reason>,
+        /// Who may approve.
+        approvers: Vec<String>,
+        /// How many must.
+        quorum: u32,
+        /// Milliseconds until it times out into a deny.
+        timeout_ms: u64,
+    },
+}
+
+impl Verdict {
+    fn refuse(decision: Option<(String, String)>, codes: &[&str]) -> Self {
+        let (decision_id, decision) = decision.unzip();
+        Verdict::Refuse {
+            decision_id,
+            decision,
+            reasons: codes.iter().map(|code| Reason::new(code)).collect(),
+        }
+    }
+}
+
+/// How a forwarded call ended, for its receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallEnd {
+    /// A result without `isError`.
+    Completed,
+    /// A result with `isError: true`.
+    ToolError,
+    /// A JSON-RPC error response.
+    ProtocolError,
+    /// No answer (the upstream died or timed out): money may have moved.
+    Unknown,
+}
+
+/// A receipt, signed and logged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedReceipt {
+    /// The compact JWS.
+    pub receipt: String,
+    /// Its log index.
+    pub log_index: u64,
+}
+
+/// What an approval did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ApprovalOutcome {
+    /// Counted; more approvals are needed.
+    Counted {
+        /// Approvals so far.
+        approvals: Vec<String>,
+        /// Needed.
+        quorum: u32,
+    },
+    /// The quorum is met: the call goes ahead (or the re-decision refused it).
+    Resolved {
+        /// What the held call became.
+        verdict: Verdict,
+    },
+    /// Not counted.
+    Refused {
+        /// Stable reason code.
+        code: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The daemon could not decide (the relay refuses the call: fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Anything else that stops a decision.
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn internal<E: std::fmt::Display>(err: E) -> EnforceError {
+    EnforceError::Internal(err.to_string())
+}
+
+/// Time now, in the kernel's representation.
+pub fn now() -> Result<Timestamp, EnforceError> {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(internal)?
+        .as_millis();
+    u64::try_from(millis)
+        .ok()
+        .and_then(|millis| Timestamp::from_unix_millis(millis).ok())
+        .ok_or_else(|| EnforceError::Internal("system clock out of range".into()))
+}
+
+/// A random id with a prefix: 128 bits of randomness in hex.
+pub fn random_id(prefix: &str) -> Result<String, EnforceError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(internal)?;
+    Ok(bytes
+        .iter()
+        .fold(prefix.to_owned(), |id, byte| id + &format!("{byte:02x}")))
+}
+
+/// A held call, as operators see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldCall {
+    /// The challenge decision's id.
+    pub decision_id: String,
+    /// Its request fingerprint (an approval names it).
+    pub fingerprint: Digest,
+    /// Tenant.
+    pub tenant: String,
+    /// Agent that made the call.
+    pub agent: String,
+    /// Server.
+    pub server: String,
+    /// Tool.
+    pub tool: String,
+    /// Arguments.
+    pub arguments: Value,
+    /// Who may approve.
+    pub approvers: Vec<String>,
+    /// How many must.
+    pub quorum: u32,
+    /// Who has.
+    pub approvals: Vec<String>,
+    /// When it times out into a deny.
+    pub deadline: Timestamp,
+}
+
+/// A call waiting for approval.
+struct Hold {
+    call: ToolCall,
+    fingerprint: Digest,
+    approvers: Vec<String>,
+    quorum: u32,
+    approvals: BTreeSet<String>,
+    resolved: watch::Sender<Option<Verdict>>,
+    deadline: Timestamp,
+}
+
+/// Settings of an enforcer.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long an allow decision stays usable.
+    pub decision_ttl: Duration,
+    /// How long a hold waits for approval.
+    pub hold_timeout: Duration,
+}
+
+/// The daemon's decision authority. See the module documentation.
+pub struct Enforcer {
+    key: Arc<GatewayKey>,
+    store: Arc<RedbStore>,
+    profile: Mutex<ActiveProfile>,
+    current: RwLock<Arc<Compiled>>,
+    approvers: BTreeMap<String, PublicKey>,
+    settings: Settings,
+    pins: Pins,
+    holds: Mutex<HashMap<String, Hold>>,
+    forwarded: Mutex<HashMap<String, Digest>>,
+    generation: AtomicU64,
+}
+
+/// Locks a mutex, recovering from a panicked holder (state here stays consistent per call).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Enforcer {
+    /// An enforcer over an open store, a loaded profile and the approvers' keys.
+    pub fn new(
+        key: Arc<GatewayKey>,
+        store: Arc<RedbStore>,
+        profile: ActiveProfile,
+        approvers: BTreeMap<String, PublicKey>,
+        settings: Settings,
+    ) -> Self {
+        let current = profile.current();
+        Self {
+            pins: Pins::new(Arc::clone(&store)),
+            key,
+            store,
+            profile: Mutex::new(profile),
+            current: RwLock::new(current),
+            approvers,
+            settings,
+            holds: Mutex::new(HashMap::new()),
+            forwarded: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    /// The gateway's signing key.
+    pub fn key(&self) -> &Arc<GatewayKey> {
+        &self.key
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<RedbStore> {
+        &self.store
+    }
+
+    /// The profile in force.
+    pub fn profile(&self) -> Arc<Compiled> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Changes whenever the profile or a pin changes (relays may cache verdicts per generation).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The tool pins.
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+
+    /// Re-reads the profile file; a bad file keeps the last good profile.
+    pub fn reload_profile(&self) -> Reload {
+        let reload = lock(&self.profile).reload();
+        if let Reload::Updated { .. } = reload {
+            let fresh = lock(&self.profile).current();
+            *self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        reload
+    }
+
+    /// Records a `tools/list` result's tools; see [`Pins::observe`].
+    pub async fn observe_tools(
+        &self,
+        server: &str,
+        tools: &[Value],
+    ) -> Result<Vec<pins::Observed>, EnforceError> {
+        let observed = self.pins.observe(server, tools, now()?).await?;
+        if observed.iter().any(|o| o.changed) {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(observed)
+    }
+
+    /// Approves the pending definition of a tool (an operator action).
+    pub async fn approve_tool(
+        &self,
+        server: &str,
+        tool: &str,
+        sha256: Option<&Digest>,
+    ) -> Result<Digest, EnforceError> {
+        let approved = self.pins.approve(server, tool, sha256, now()?).await?;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(approved)
+    }
+
+    /// Decides one `tools/call`. Errors are refusals for the relay (fail closed).
+    pub async fn decide(&self, call: ToolCall) -> Result<Verdict, EnforceError> {
+        let compiled = self.profile();
+        let mcp_call = Call::Mcp {
+            server: call.server.clone(),
+            tool: call.tool.clone(),
+        };
+        let route = compiled.classify(&mcp_call);
+        let route_risk = route.map_or(Risk::High, |route| route.risk);
+        let route_id = route.map(|route| route.id.clone());
+
+        // 1. Pins: what the upstream listed, and whether an operator accepted it.
+        let pin = self.pins.check(&call.server, &call.tool).await?;
+        let refusal = match &pin {
+            PinCheck::Approved { .. } => None,
+            PinCheck::NotListed => Some("TOOL_NOT_LISTED"),
+            PinCheck::Changed => Some("TOOL_DEFINITION_CHANGED"),
+            PinCheck::New => Some("TOOL_NEW_UNAPPROVED"),
+        };
+        let destructive = matches!(pin, PinCheck::Approved { destructive: true });
+        if let Some(code) = refusal {
+            return self.refuse_logged(&call, &compiled, route_risk, code).await;
+        }
+
+        // 2. Classification: annotations can only raise.
+        if route_risk == Risk::Low {
+            if destructive {
+                return self
+                    .refuse_logged(&call, &compiled, Risk::High, "TOOL_RISK_RAISED")
+                    .await;
+            }
+            return Ok(Verdict::Pass { route: route_id });
+        }
+
+        // 3. High and paid: decide with the store's totals.
+        let intent = Intent {
+            tenant: call.tenant.clone(),
+            agent: call.agent.clone(),
+            session: call.session.clone(),
+            call: mcp_call,
+            arguments: call.arguments.clone(),
+            payment: None,
+        };
+        let issued_at = now()?;
+        let evaluation = self.evaluate(&compiled, &intent, issued_at).await?;
+        let fingerprint = fingerprint_of(&call, &evaluation)?;
+        let (decision, signed) = self.sign(
+            &fingerprint,
+            evaluation.outcome,
+            evaluation.reasons.clone(),
+            evaluation.policies.clone(),
+            &evaluation,
+            issued_at,
+        )?;
+        let allowed = evaluation.outcome == Outcome::Allow;
+        match self.commit(&decision, &signed, &evaluation, allowed).await {
+            Ok(()) => {}
+            Err(CommitError::BudgetExceeded { .. }) => {
+                // Another call took the budget between the decision and its commit.
+                return self
+                    .refuse_logged(&call, &compiled, route_risk, "BUDGET_CONTENDED")
+                    .await;
+            }
+            Err(err) => return Err(internal(err)),
+        }
+        let pair = (decision.decision_id.clone(), signed.clone());
+        match evaluation.enforced {
+            Outcome::Allow if allowed => self.consume(&decision, &fingerprint, signed).await,
+            // Shadow mode: the decision is logged, the call passes as if low risk.
+            Outcome::Allow => Ok(Verdict::Pass { route: route_id }),
+            Outcome::Deny => Ok(Verdict::Refuse {
+                decision_id: Some(pair.0),
+                decision: Some(pair.1),
+                reasons: evaluation.reasons.iter().map(|c| Reason::new(c)).collect(),
+            }),
+            Outcome::Challenge => self.hold(call, &compiled, decision, signed, &evaluation),
+        }
+    }
+
+    async fn evaluate(
+        &self,
+        compiled: &Compiled,
+        intent: &Intent,
+        at: Timestamp,
+    ) -> Result<Evaluation, EnforceError> {
+        // First pass finds the budgets the call counts against; the second decides with their
+        // totals (with nothing spent every applicable budget shows up as a charge).
+        let probe = compiled.evaluate(intent, &State::default(), at);
+        let mut state = State::default();
+        for charge in &probe.charges {
+            let usage = self
+                .store
+                .budget_usage(&charge.budget_key, charge.window, at)
+                .await?;
+            state.spent.insert(
+                charge.budget_id.clone(),
+                usage.reserved.saturating_add(usage.captured),
+            );
+        }
+        Ok(compiled.evaluate(intent, &state, at))
+    }
+
+    fn sign(
+        &self,
+        fingerprint: &Digest,
+        outcome: Outcome,
+        reasons: Vec<String>,
+        policies: Vec<String>,
+        evaluation: &Evaluation,
+        issued_at: Timestamp,
+    ) -> Result<(PolicyDecision, String), EnforceError> {
+        let ttl = u64::try_from(self.settings.decision_ttl.as_millis()).unwrap_or(u64::MAX);
+        let expires_at = issued_at
+            .checked_add_millis(ttl)
+            .ok_or_else(|| EnforceError::Internal("clock out of range".into()))?;
+        let reservations = if outcome == Outcome::Allow {
+            evaluation
+                .charges
+                .iter()
+                .map(|charge| {
+                    let (window_start, window_end) = charge.window.bounds(issued_at);
+                    BudgetReservation {
+                        budget_key: charge.budget_key.clone(),
+                        asset: charge.asset.clone(),
+                        amount: Amount::from(charge.amount),
+                        window_start,
+                        window_end,
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let decision = PolicyDecision {
+            object_type: DecisionType::V1,
+            decision_id: random_id("dec_")?,
+            fingerprint: *fingerprint,
+            outcome,
+            reason_codes: reasons,
+            policy_ids: policies,
+            profile_fingerprint: evaluation.profile_fingerprint,
+            reservations,
+            issued_at,
+            expires_at,
+            mode: evaluation.mode,
+        };
+        let signed = jws::sign(&self.key, TYP_DECISION, &decision).map_err(internal)?;
+        Ok((decision, signed))
+    }
+
+    async fn commit(
+        &self,
+        decision: &PolicyDecision,
+        signed: &str,
+        evaluation: &Evaluation,
+        allowed: bool,
+    ) -> Result<(), CommitError> {
+        let charges = if allowed {
+            evaluation
+                .charges
+                .iter()
+                .map(|charge| BudgetCharge {
+                    budget_key: charge.budget_key.clone(),
+                    window: charge.window,
+                    amount: charge.amount,
+                    limit: charge.limit,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.store
+            .commit_decision(DecisionCommit {
+                decision: decision.clone(),
+                signed: signed.to_owned(),
+                charges,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn consume(
+        &self,
+        decision: &PolicyDecision,
+        fingerprint: &Digest,
+        signed: String,
+    ) -> Result<Verdict, EnforceError> {
+        match self
+            .store
+            .consume_decision(&decision.decision_id, fingerprint, now()?)
+            .await?
+        {
+            ConsumeOutcome::Consumed => {
+                lock(&self.forwarded).insert(decision.decision_id.clone(), *fingerprint);
+                Ok(Verdict::Forward {
+                    decision_id: decision.decision_id.clone(),
+                    decision: signed,
+                })
+            }
+            other => Err(EnforceError::Internal(format!(
+                "a fresh decision could not be consumed: {other:?}"
+            ))),
+        }
+    }
+
+    /// Signs and logs a deny that the relay layer decided (pins, raised risk, contention).
+    async fn refuse_logged(
+        &self,
+        call: &ToolCall,
+        compiled: &Compiled,
+        risk: Risk,
+        code: &str,
+    ) -> Result<Verdict, EnforceError> {
+        let issued_at = now()?;
+        let fingerprint = RequestFingerprint::new(
+            &call.tenant,
+            &call.agent,
+            Route::Mcp {
+                server: call.server.clone(),
+                tool: call.tool.clone(),
+            },
+            &call.arguments,
+            None,
+        )
+        .and_then(|request| request.digest())
+        .map_err(internal)?;
+        let profile = &compiled.profile.defaults.mode;
+        let mode = match risk {
+            Risk::Low => profile.low,
+            Risk::High => profile.high,
+            Risk::Paid => profile.paid,
+        };
+        let evaluation = Evaluation {
+            outcome: Outcome::Deny,
+            mode: if mode == Mode::Shadow {
+                Mode::Hard
+            } else {
+                mode
+            },
+            enforced: Outcome::Deny,
+            reasons: vec![code.to_owned()],
+            policies: vec![format!("trustos.relay.{}", code.to_ascii_lowercase())],
+            route: None,
+            risk,
+            payment: None,
+            charges: Vec::new(),
+            profile_fingerprint: compiled.fingerprint,
+        };
+        let (decision, signed) = self.sign(
+            &fingerprint,
+            Outcome::Deny,
+            evaluation.reasons.clone(),
+            evaluation.policies.clone(),
+            &evaluation,
+            issued_at,
+        )?;
+        self.commit(&decision, &signed, &evaluation, false)
+            .await
+            .map_err(internal)?;
+        Ok(Verdict::refuse(
+            Some((decision.decision_id, signed)),
+            &[code],
+        ))
+    }
+
+    fn hold(
+        &self,
+        call: ToolCall,
+        compiled: &Compiled,
+        decision: PolicyDecision,
+        signed: String,
+        evaluation: &Evaluation,
+    ) -> Result<Verdict, EnforceError> {
+        let (approvers, quorum) = compiled
+            .profile
+            .challenge
+            .as_ref()
+            .map(|c| (c.approvers.clone(), c.quorum))
+            .unwrap_or_default();
+        let timeout_ms = u64::try_from(self.settings.hold_timeout.as_millis()).unwrap_or(u64::MAX);
+        let deadline = decision
+            .issued_at
+            .checked_add_millis(timeout_ms)
+            .ok_or_else(|| EnforceError::Internal("clock out of range".into()))?;
+        let (resolved, _) = watch::channel(None);
+        lock(&self.holds).insert(
+            decision.decision_id.clone(),
+            Hold {
+                call,
+                fingerprint: decision.fingerprint,
+                approvers: approvers.clone(),
+                quorum,
+                approvals: BTreeSet::new(),
+                resolved,
+                deadline,
+            },
+        );
+        Ok(Verdict::Hold {
+            decision_id: decision.decision_id,
+            decision: signed,
+            reasons: evaluation.reasons.iter().map(|c| Reason::new(c)).collect(),
+            approvers,
+            quorum,
+            timeout_ms,
+        })
+    }
+
+    /// Waits until a held call is approved, rejected or timed out.
+    pub async fn await_hold(&self, decision_id: &str) -> Result<Verdict, EnforceError> {
+        let (mut receiver, deadline) = {
+            let holds = lock(&self.holds);
+            let Some(hold) = holds.get(decision_id) else {
+                return Ok(Verdict::refuse(None, &["HOLD_UNKNOWN"]));
+            };
+            (hold.resolved.subscribe(), hold.deadline)
+        };
+        let wait = deadline.unix_millis().saturating_sub(now()?.unix_millis());
+        if let Some(verdict) = settled_within(&mut receiver, Duration::from_millis(wait)).await {
+            return Ok(verdict);
+        }
+        // Timed out (or the hold vanished): a signed, logged deny, once.
+        let hold = lock(&self.holds).remove(decision_id);
+        match hold {
+            Some(hold) => {
+                let verdict = self
+                    .refuse_logged(&hold.call, &self.profile(), Risk::High, "APPROVAL_TIMEOUT")
+                    .await?;
+                hold.resolved.send_replace(Some(verdict.clone()));
+                Ok(verdict)
+            }
+            // An approval is resolving it right now: its verdict follows at once.
+            None => Ok(settled_within(&mut receiver, Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|| Verdict::refuse(None, &["APPROVAL_TIMEOUT"]))),
+        }
+    }
+
+    /// The calls now held for approval.
+    pub fn held(&self) -> Vec<HeldCall> {
+        let holds = lock(&self.holds);
+        let mut held: Vec<HeldCall> = holds
+            .iter()
+            .map(|(id, hold)| HeldCall {
+                decision_id: id.clone(),
+                fingerprint: hold.fingerprint,
+                tenant: hold.call.tenant.clone(),
+                agent: hold.call.agent.clone(),
+                server: hold.call.server.clone(),
+                tool: hold.call.tool.clone(),
+                arguments: hold.call.arguments.clone(),
+                approvers: hold.approvers.clone(),
+                quorum: hold.quorum,
+                approvals: hold.approvals.iter().cloned().collect(),
+                deadline: hold.deadline,
+            })
+            .collect();
+        held.sort_by(|a, b| a.decision_id.cmp(&b.decision_id));
+        held
+    }
+
+    /// Counts a signed operator approval (or rejection) of a held call.
+    pub async fn approve(&self, approval_jws: &str) -> Result<ApprovalOutcome, EnforceError> {
+        let refused = |code: &str, message: String| {
+            Ok(ApprovalOutcome::Refused {
+                code: code.to_owned(),
+                message,
+            })
+        };
+        let keys = TrustedKeys::new(self.approvers.values().cloned());
+        let (approval, kid) = match Approval::verify(approval_jws, &keys) {
+            Ok(found) => found,
+            Err(err) => {
+                return refused(
+                    "APPROVAL_INVALID",
+                    format!("{err} (is the key listed under [approvers] in gateway.toml?)"),
+                );
+            }
+        };
+        let Some(name) = self
+            .approvers
+            .iter()
+            .find(|(_, key)| key.kid() == kid)
+            .map(|(name, _)| name.clone())
+        else {
+            return refused("APPROVAL_INVALID", "unknown approver key".into());
+        };
+        let reached = {
+            let mut holds = lock(&self.holds);
+            let Some(hold) = holds.get_mut(&approval.decision_id) else {
+                return refused(
+                    "HOLD_UNKNOWN",
+                    format!("no call is held under {}", approval.decision_id),
+                );
+            };
+            if approval.fingerprint != hold.fingerprint {
+                return refused(
+                    "APPROVAL_FINGERPRINT_MISMATCH",
+                    "the approval names another request".into(),
+                );
+            }
+            if !hold.approvers.contains(&name) {
+                return refused(
+                    "APPROVER_NOT_LISTED",
+                    format!("{name} is not an approver of the profile's [challenge]"),
+                );
+            }
+            if name == hold.call.agent {
+                return refused(
+                    "APPROVER_IS_INITIATOR",
+                    "the agent that made the call never counts toward its own approval".into(),
+                );
+            }
+            if approval.verdict == ApprovalVerdict::Reject {
+                None
+            } else {
+                hold.approvals.insert(name);
+                if (hold.approvals.len() as u64) < u64::from(hold.quorum.max(1)) {
+                    return Ok(ApprovalOutcome::Counted {
+                        approvals: hold.approvals.iter().cloned().collect(),
+                        quorum: hold.quorum,
+                    });
+                }
+                Some(hold.approvals.iter().cloned().collect::<Vec<_>>())
+            }
+        };
+        let Some(hold) = lock(&self.holds).remove(&approval.decision_id) else {
+            return refused("HOLD_UNKNOWN", "the hold was resolved meanwhile".into());
+        };
+        let verdict = match reached {
+            None => {
+                self.refuse_logged(&hold.call, &self.profile(), Risk::High, "APPROVAL_REJECTED")
+                    .await?
+            }
+            Some(names) => self.decide_approved(&hold, &names).await?,
+        };
+        hold.resolved.send_replace(Some(verdict.clone()));
+        Ok(ApprovalOutcome::Resolved { verdict })
+    }
+
+    /// Re-decides an approved call: budgets and every deny rule still apply; only the challenge
+    /// is lifted.
+    async fn decide_approved(
+        &self,
+        hold: &Hold,
+        names: &[String],
+    ) -> Result<Verdict, EnforceError> {
+        let compiled = self.profile();
+        let call = &hold.call;
+        let intent = Intent {
+            tenant: call.tenant.clone(),
+            agent: call.agent.clone(),
+            session: call.session.clone(),
+            call: Call::Mcp {
+                server: call.server.clone(),
+                tool: call.tool.clone(),
+            },
+            arguments: call.arguments.clone(),
+            payment: None,
+        };
+        let issued_at = now()?;
+        let evaluation = self.evaluate(&compiled, &intent, issued_at).await?;
+        let fingerprint = fingerprint_of(call, &evaluation)?;
+        if fingerprint != hold.fingerprint || evaluation.outcome == Outcome::Deny {
+            let codes: Vec<&str> = if fingerprint != hold.fingerprint {
+                vec!["APPROVAL_FINGERPRINT_MISMATCH"]
+            } else {
+                evaluation.reasons.iter().map(String::as_str).collect()
+            };
+            return self
+                .refuse_logged(
+                    call,
+                    &compiled,
+                    evaluation.risk,
+                    codes.first().copied().unwrap_or("NOT_PERMITTED"),
+                )
+                .await;
+        }
+        let mut policies = evaluation.policies.clone();
+        policies.extend(names.iter().map(|name| format!("trustos.approval.{name}")));
+        let (decision, signed) = self.sign(
+            &fingerprint,
+            Outcome::Allow,
+            vec!["APPROVED".to_owned()],
+            policies,
+            &evaluation,
+            issued_at,
+        )?;
+        match self.commit(&decision, &signed, &evaluation, true).await {
+            Ok(()) => {}
+            Err(CommitError::BudgetExceeded { .. }) => {
+                return self
+                    .refuse_logged(call, &compiled, evaluation.risk, "BUDGET_CONTENDED")
+                    .await;
+            }
+            Err(err) => return Err(internal(err)),
+        }
+        self.consume(&decision, &fingerprint, signed).await
+    }
+
+    /// Signs and logs the receipt of a forwarded call, settling its reservations.
+    pub async fn finish(
+        &self,
+        decision_id: &str,
+        end: CallEnd,
+        result_digest: Option<Digest>,
+        started_at: Timestamp,
+    ) -> Result<IssuedReceipt, EnforceError> {
+        let (status, settlement) = match end {
+            CallEnd::Completed => (ExecutionStatus::Completed, BudgetSettlement::Capture),
+            // The tool ran and said it failed: whether money moved is for reconciliation.
+            CallEnd::ToolError => (ExecutionStatus::Failed, BudgetSettlement::Keep),
+            CallEnd::ProtocolError => (ExecutionStatus::Failed, BudgetSettlement::Release),
+            CallEnd::Unknown => (ExecutionStatus::Unknown, BudgetSettlement::Keep),
+        };
+        let fingerprint = self
+            .decision_fingerprint(decision_id)
+            .await?
+            .ok_or_else(|| EnforceError::Internal(format!("no decision {decision_id}")))?;
+        let receipt_id = random_id("rcpt_")?;
+        let completed_at = now()?;
+        let key = Arc::clone(&self.key);
+        let decision = decision_id.to_owned();
+        let build: crate::store::EntryBuilder = Box::new(move |index| {
+            let receipt = Receipt {
+                object_type: ReceiptType::V1,
+                receipt_id,
+                decision_id: decision,
+                fingerprint,
+                status,
+                result_digest,
+                settlement: None,
+                started_at,
+                completed_at,
+                log_index: SafeIndex::new(index).map_err(|err| err.to_string())?,
+                composes: vec![],
+            };
+            jws::sign(&key, TYP_RECEIPT, &receipt)
+                .map(String::into_bytes)
+                .map_err(|err| err.to_string())
+        });
+        let (log_index, bytes) = self
+            .store
+            .commit_receipt(ReceiptCommit {
+                decision_id: decision_id.to_owned(),
+                settlement,
+                build,
+            })
+            .await?;
+        Ok(IssuedReceipt {
+            receipt: String::from_utf8(bytes).map_err(internal)?,
+            log_index,
+        })
+    }
+
+    async fn decision_fingerprint(
+        &self,
+        decision_id: &str,
+    ) -> Result<Option<Digest>, EnforceError> {
+        // Only decisions this daemon forwarded get receipts, once each: the relay cannot name a
+        // fingerprint of its own.
+        Ok(lock(&self.forwarded).remove(decision_id))
+    }
+
+    /// Trusted keys of this gateway (its own public key).
+    pub fn trusted_keys(&self) -> TrustedKeys {
+        TrustedKeys::new([self.key.public().clone()])
+    }
+
+    /// The home-relative profile path, for messages.
+    pub fn describe_profile(&self, home: &Path) -> String {
+        format!("{} ({})", home.display(), self.profile().fingerprint)
+    }
+}
+
+/// The verdict a hold settles on, if it settles within `wait`.
+async fn settled_within(
+    receiver: &mut watch::Receiver<Option<Verdict>>,
+    wait: Duration,
+) -> Option<Verdict> {
+    match tokio::time::timeout(wait, receiver.wait_for(Option::is_some)).await {
+        Ok(Ok(verdict)) => verdict.clone(),
+        _ => None,
+    }
+}
+
+/// The request fingerprint of a call as the policy saw it (payment terms included when found).
+fn fingerprint_of(call: &ToolCall, evaluation: &Evaluation) -> Result<Digest, EnforceError> {
+    let terms = evaluation.payment.as_ref().map(|payment| PaymentTerms {
+        scheme: "exact".into(),
+        network: payment.network.clone(),
+        asset: payment.asset.clone(),
+        amount: Amount::from(payment.amount),
+        pay_to: payment.payee.clone(),
+        resource: format!("mcp://{}/{}", call.server, call.tool),
+    });
+    RequestFingerprint::new(
+        &call.tenant,
+        &call.agent,
+        Route::Mcp {
+            server: call.server.clone(),
+            tool: call.tool.clone(),
+        },
+        &call.arguments,
+        terms,
+    )
+    .and_then(|request| request.digest())
+    .map_err(internal)
+}
+
+/// What a relay needs from the gateway: the daemon's [`Enforcer`] in-process, or the control
+/// socket client in a stdio shim. Every error is a refusal for the relay (fail closed).
+#[async_trait::async_trait]
+pub trait Authority: Send + Sync + 'static {
+    /// Decides one `tools/call`.
+    async fn decide(&self, call: ToolCall) -> Result<Verdict, EnforceError>;
+    /// Waits for a held call to resolve.
+    async fn await_hold(&self, decision_id: &str) -> Result<Verdict, EnforceError>;
+    /// Receipts a forwarded call.
+    async fn finish(
+        &self,
+        decision_id: &str,
+        end: CallEnd,
+        result_digest: Option<Digest>,
+        started_at: Timestamp,
+    ) -> Result<IssuedReceipt, EnforceError>;
+    /// Records a `tools/list` result.
+    async fn observe_tools(
+        &self,
+        server: &str,
+        tools: &[Value],
+    ) -> Result<Vec<pins::Observed>, EnforceError>;
+}
+
+#[async_trait::async_trait]
+impl Authority for Enforcer {
+    async fn decide(&self, call: ToolCall) -> Result<Verdict, EnforceError> {
+        Enforcer::decide(self, call).await
+    }
+    async fn await_hold(&self, decision_id: &str) -> Result<Verdict, EnforceError> {
+        Enforcer::await_hold(self, decision_id).await
+    }
+    async fn finish(
+        &self,
+        decision_id: &str,
+        end: CallEnd,
+        result_digest: Option<Digest>,
+        started_at: Timestamp,
+    ) -> Result<IssuedReceipt, EnforceError> {
+        Enforcer::finish(self, decision_id, end, result_digest, started_at).await
+    }
+    async fn observe_tools(
+        &self,
+        server: &str,
+        tools: &[Value],
+    ) -> Result<Vec<pins::Observed>, EnforceError> {
+        Enforcer::observe_tools(self, server, tools).await
+    }
+}

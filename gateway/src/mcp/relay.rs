@@ -1,0 +1,776 @@
+//! The relay: one host connection to one upstream MCP server, with the gateway in between.
+//!
+//! Transports (the stdio shim, the HTTP front) feed it raw bytes from each side
+//! ([`Relay::from_client`], [`Relay::from_upstream`]) and drain its two outboxes. It forwards the
+//! bytes it inspected; the only change to a forwarded message is the gateway's `_meta` entry
+//! (the decision on a `tools/call`, the receipt on its result).
+//!
+//! Phases of a client message: strict parse → batch rule of the negotiated era → lifecycle
+//! (nothing but `initialize`/`ping` before the handshake, in eras that have one) → method
+//! allow-list → for `tools/call`: the authority's verdict (pass, forward with decision, refuse
+//! with reasons, or hold) → forward. Phases of an upstream message: strict parse → match the
+//! response to its request → record the era, pin the tools, or receipt the call → deliver.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, MetaObject};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use trustos_kernel::canonical::Digest;
+use trustos_kernel::timestamp::Timestamp;
+
+use super::era::{Era, META_PROTOCOL_VERSION};
+use super::message::{
+    self, Frame, FrameError, Id, Kind, META_DECISION, META_RECEIPT, Message, codes,
+};
+use crate::enforce::{self, Authority, CallEnd, Reason, ToolCall, Verdict};
+
+/// `_meta` keys only the gateway may write.
+pub const RESERVED_META_PREFIX: &str = "io.trustos/";
+
+/// Client-to-server requests the relay forwards (every era's); anything else is refused.
+const CLIENT_REQUESTS: &[&str] = &[
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "subscriptions/listen",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/update",
+    "tasks/list",
+    "tasks/cancel",
+    "tasks/result",
+];
+
+/// Client-to-server notifications the relay forwards.
+const CLIENT_NOTIFICATIONS: &[&str] = &[
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "notifications/tasks/status",
+];
+
+/// Who is calling through this relay, and to which server.
+#[derive(Clone, Debug)]
+pub struct RelayIdentity {
+    /// Server name (as configured, as routes name it).
+    pub server: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Agent.
+    pub agent: String,
+    /// Session, when the transport has one.
+    pub session: Option<String>,
+}
+
+/// What a request in flight is, for handling its response.
+#[derive(Clone, Debug)]
+enum Pending {
+    Initialize,
+    ToolsList,
+    Enforced {
+        decision_id: String,
+        started_at: Timestamp,
+    },
+    Held,
+    Other,
+}
+
+/// A batch being answered: the responses it still waits for, and those it has.
+#[derive(Debug, Default)]
+struct Batch {
+    waiting: usize,
+    answers: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    era: Option<Era>,
+    initialize_sent: bool,
+    initialized: bool,
+    pending: HashMap<Id, Pending>,
+    batch_of: HashMap<Id, u64>,
+    batches: HashMap<u64, Batch>,
+    next_batch: u64,
+}
+
+/// One relayed connection.
+pub struct Relay {
+    identity: RelayIdentity,
+    authority: Arc<dyn Authority>,
+    to_client: mpsc::Sender<String>,
+    to_upstream: mpsc::Sender<String>,
+    state: Mutex<State>,
+}
+
+fn tool_name(message: &Message) -> String {
+    message
+        .params()
+        .and_then(|p| p.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn reason_data(code: &str) -> Value {
+    json!({"reason": code, "remediation": crate::policy::reasons::remediation(code)})
+}
+
+impl Relay {
+    /// A relay that writes to `to_client` (host) and `to_upstream` (server).
+    pub fn new(
+        identity: RelayIdentity,
+        authority: Arc<dyn Authority>,
+        to_client: mpsc::Sender<String>,
+        to_upstream: mpsc::Sender<String>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            identity,
+            authority,
+            to_client,
+            to_upstream,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The negotiated protocol era, once known.
+    pub fn era(&self) -> Option<Era> {
+        self.state().era
+    }
+
+    /// Sets the era (transports that learn it out of band: HTTP headers, stateless requests).
+    pub fn set_era(&self, era: Era) {
+        self.state().era = Some(era);
+    }
+
+    /// The identity this relay speaks for.
+    pub fn identity(&self) -> &RelayIdentity {
+        &self.identity
+    }
+
+    async fn forward(&self, text: String) {
+        if self.to_upstream.send(text).await.is_err() {
+            tracing::debug!("upstream outbox closed");
+        }
+    }
+
+    /// Delivers a message to the host, gathering batch answers until the batch is complete.
+    async fn deliver(&self, id: Option<&Id>, text: String) {
+        let out = {
+            let mut state = self.state();
+            match id.and_then(|id| state.batch_of.remove(id)) {
+                None => Some(text),
+                Some(batch_id) => {
+                    let done = match state.batches.get_mut(&batch_id) {
+                        Some(batch) => {
+                            batch.answers.push(text);
+                            batch.waiting = batch.waiting.saturating_sub(1);
+                            batch.waiting == 0
+                        }
+                        None => false,
+                    };
+                    done.then(|| state.batches.remove(&batch_id))
+                        .flatten()
+                        .map(|batch| format!("[{}]", batch.answers.join(",")))
+                }
+            }
+        };
+        if let Some(text) = out
+            && self.to_client.send(text).await.is_err()
+        {
+            tracing::debug!("client outbox closed");
+        }
+    }
+
+    async fn reply_error(&self, id: &Id, code: i64, message: &str, reason: &str) {
+        let text = message::error_response(id, code, message, Some(reason_data(reason)));
+        self.deliver(Some(id), text).await;
+    }
+
+    /// Handles bytes from the host: one message or a batch.
+    pub async fn from_client(self: &Arc<Self>, bytes: &[u8]) {
+        match Frame::parse(bytes) {
+            Err(err) => self.refuse_unreadable(bytes, &err).await,
+            Ok(Frame::Single(message)) => self.client_message(message).await,
+            Ok(Frame::Batch(items)) => {
+                let era = self.era();
+                if !era.is_some_and(Era::allows_batches) {
+                    let message = format!(
+                        "JSON-RPC batches are not allowed in protocol {}; send one message at a time",
+                        era.map_or("before initialization".to_owned(), |e| e.to_string())
+                    );
+                    let text = message::error_response(
+                        &Id::Null,
+                        codes::INVALID_REQUEST,
+                        &message,
+                        Some(reason_data("MCP_BATCH_NOT_ALLOWED")),
+                    );
+                    let _ = self.to_client.send(text).await;
+                    return;
+                }
+                {
+                    let mut state = self.state();
+                    let batch_id = state.next_batch;
+                    state.next_batch += 1;
+                    let ids: Vec<Id> = items
+                        .iter()
+                        .filter(|m| m.kind() == Kind::Request)
+                        .filter_map(|m| m.id().cloned())
+                        .collect();
+                    if !ids.is_empty() {
+                        state.batches.insert(
+                            batch_id,
+                            Batch {
+                                waiting: ids.len(),
+                                answers: Vec::new(),
+                            },
+                        );
+                        for id in ids {
+                            state.batch_of.insert(id, batch_id);
+                        }
+                    }
+                }
+                // Every element is enforced on its own, exactly as if sent alone.
+                for item in items {
+                    self.client_message(item).await;
+                }
+            }
+        }
+    }
+
+    async fn refuse_unreadable(&self, bytes: &[u8], err: &FrameError) {
+        tracing::warn!(reason = err.reason_code(), %err, "refused an unreadable client message");
+        // Answer with the id when a lenient reading finds one; never forward.
+        let id = serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|v| match v.get("id") {
+                Some(Value::Number(n)) => n.as_i64().map(Id::Number),
+                Some(Value::String(s)) => Some(Id::Text(s.clone())),
+                _ => None,
+            })
+            .unwrap_or(Id::Null);
+        let text = message::error_response(
+            &id,
+            err.jsonrpc_code(),
+            &err.to_string(),
+            Some(reason_data(err.reason_code())),
+        );
+        let _ = self.to_client.send(text).await;
+    }
+
+    async fn client_message(self: &Arc<Self>, message: Message) {
+        match message.kind() {
+            Kind::Result | Kind::Error => self.forward(message.text().to_owned()).await,
+            Kind::Notification => {
+                let method = message.method().unwrap_or_default();
+                if CLIENT_NOTIFICATIONS.contains(&method) {
+                    if method == "notifications/cancelled" {
+                        self.cancel_held(&message);
+                    }
+                    self.forward(message.text().to_owned()).await;
+                } else {
+                    // Notifications get no answer; a `tools/call` sent as one is dropped here.
+                    tracing::warn!(
+                        method,
+                        "dropped a notification the gateway does not forward"
+                    );
+                }
+            }
+            Kind::Request => self.client_request(message).await,
+        }
+    }
+
+    fn cancel_held(&self, message: &Message) {
+        let Some(id) = message
+            .params()
+            .and_then(|p| p.get("requestId"))
+            .and_then(|id| match id {
+                Value::Number(n) => n.as_i64().map(Id::Number),
+                Value::String(s) => Some(Id::Text(s.clone())),
+                _ => None,
+            })
+        else {
+            return;
+        };
+        let mut state = self.state();
+        if matches!(state.pending.get(&id), Some(Pending::Held)) {
+            state.pending.remove(&id);
+            state.batch_of.remove(&id);
+        }
+    }
+
+    async fn client_request(self: &Arc<Self>, message: Message) {
+        let Some(id) = message.id().cloned() else {
+            return;
+        };
+        let method = message.method().unwrap_or_default().to_owned();
+        if !CLIENT_REQUESTS.contains(&method.as_str()) {
+            let text = format!("method {method:?} is not forwarded by the Trust OS gateway");
+            return self
+                .reply_error(&id, codes::METHOD_NOT_FOUND, &text, "MCP_METHOD_UNKNOWN")
+                .await;
+        }
+        // Lifecycle: eras with a handshake allow only initialize and ping before it.
+        let refusal = {
+            let mut state = self.state();
+            if state.pending.contains_key(&id) {
+                Some((
+                    "MCP_DUPLICATE_ID",
+                    "a request with this id is still in flight",
+                ))
+            } else if method == "initialize" {
+                if state.initialize_sent {
+                    Some(("MCP_ALREADY_INITIALIZED", "initialize was already sent"))
+                } else {
+                    state.initialize_sent = true;
+                    None
+                }
+            } else if state.era.is_none() && method != "ping" {
+                // A stateless (2026-07-28) client names its version on every request.
+                match message
+                    .params()
+                    .and_then(|p| {
+                        p.pointer(&format!(
+                            "/_meta/{}",
+                            META_PROTOCOL_VERSION.replace('/', "~1")
+                        ))
+                    })
+                    .and_then(Value::as_str)
+                    .and_then(Era::parse)
+                {
+                    Some(era) if !era.has_handshake() => {
+                        state.era = Some(era);
+                        None
+                    }
+                    _ if state.initialized => None,
+                    _ => Some((
+                        "MCP_NOT_INITIALIZED",
+                        "send initialize (and wait for its result) before any other request",
+                    )),
+                }
+            } else {
+                None
+            }
+        };
+        if let Some((reason, text)) = refusal {
+            return self
+                .reply_error(&id, codes::INVALID_REQUEST, text, reason)
+                .await;
+        }
+        match method.as_str() {
+            "tools/call" => self.enforce_call(id, message).await,
+            "initialize" => {
+                self.state().pending.insert(id, Pending::Initialize);
+                self.forward(message.text().to_owned()).await;
+            }
+            "tools/list" => {
+                self.state().pending.insert(id, Pending::ToolsList);
+                self.forward(message.text().to_owned()).await;
+            }
+            _ => {
+                self.state().pending.insert(id, Pending::Other);
+                self.forward(message.text().to_owned()).await;
+            }
+        }
+    }
+
+    async fn enforce_call(self: &Arc<Self>, id: Id, message: Message) {
+        let params = message.params().cloned().unwrap_or(Value::Null);
+        let call: CallToolRequestParams = match serde_json::from_value(params.clone()) {
+            Ok(call) => call,
+            Err(err) => {
+                let text = format!("tools/call params: {err}");
+                return self
+                    .reply_error(&id, codes::INVALID_PARAMS, &text, "MCP_INVALID_PARAMS")
+                    .await;
+            }
+        };
+        if params
+            .get("_meta")
+            .and_then(Value::as_object)
+            .is_some_and(|meta| meta.keys().any(|k| k.starts_with(RESERVED_META_PREFIX)))
+        {
+            return self
+                .reply_error(
+                    &id,
+                    codes::GATEWAY_REFUSED,
+                    "io.trustos/* _meta keys are written by the gateway only",
+                    "MCP_META_FORGED",
+                )
+                .await;
+        }
+        let tool_call = ToolCall {
+            tenant: self.identity.tenant.clone(),
+            agent: self.identity.agent.clone(),
+            session: self.identity.session.clone(),
+            server: self.identity.server.clone(),
+            tool: call.name.to_string(),
+            arguments: Value::Object(call.arguments.unwrap_or_default()),
+        };
+        self.state().pending.insert(id.clone(), Pending::Held);
+        let verdict = self.authority.decide(tool_call).await;
+        match verdict {
+            Ok(Verdict::Hold { decision_id, .. }) => {
+                // Held calls resolve in the background; other traffic keeps flowing.
+                let relay = Arc::clone(self);
+                tokio::spawn(async move {
+                    let resolved = relay.authority.await_hold(&decision_id).await;
+                    relay.apply(id, message, resolved).await;
+                });
+            }
+            other => self.apply(id, message, other).await,
+        }
+    }
+
+    /// Carries out a verdict on a call that is still pending.
+    async fn apply(
+        &self,
+        id: Id,
+        message: Message,
+        verdict: Result<Verdict, enforce::EnforceError>,
+    ) {
+        if !matches!(self.state().pending.get(&id), Some(Pending::Held)) {
+            // Cancelled by the host while held: nothing is forwarded.
+            return;
+        }
+        let verdict = verdict.unwrap_or_else(|err| {
+            tracing::warn!(%err, "no verdict: refusing the call");
+            Verdict::Refuse {
+                decision_id: None,
+                decision: None,
+                reasons: vec![Reason {
+                    code: "GATEWAY_UNAVAILABLE".into(),
+                    remediation: format!(
+                        "{} ({err})",
+                        crate::policy::reasons::remediation("GATEWAY_UNAVAILABLE")
+                    ),
+                }],
+            }
+        });
+        match verdict {
+            Verdict::Pass { .. } => {
+                self.state().pending.insert(id, Pending::Other);
+                self.forward(message.text().to_owned()).await;
+            }
+            Verdict::Forward {
+                decision_id,
+                decision,
+            } => {
+                let value = Value::String(decision).to_string();
+                let prepared = message
+                    .with_meta_member(META_DECISION, &value)
+                    .map_err(|err| err.to_string())
+                    .and_then(|text| {
+                        enforce::now()
+                            .map(|now| (text, now))
+                            .map_err(|err| err.to_string())
+                    });
+                match prepared {
+                    Ok((text, started_at)) => {
+                        self.state().pending.insert(
+                            id,
+                            Pending::Enforced {
+                                decision_id,
+                                started_at,
+                            },
+                        );
+                        self.forward(text).await;
+                    }
+                    Err(err) => {
+                        self.state().pending.remove(&id);
+                        self.reply_error(&id, codes::INVALID_PARAMS, &err, "MCP_INVALID_PARAMS")
+                            .await;
+                    }
+                }
+            }
+            Verdict::Refuse {
+                decision_id,
+                decision,
+                reasons,
+            } => {
+                self.state().pending.remove(&id);
+                let text = message::result_response(
+                    &id,
+                    self.refusal_result(
+                        "refused",
+                        &tool_name(&message),
+                        decision_id.as_deref(),
+                        decision,
+                        &reasons,
+                    ),
+                );
+                self.deliver(Some(&id), text).await;
+            }
+            Verdict::Hold {
+                decision_id,
+                decision,
+                reasons,
+                ..
+            } => {
+                // A hold that resolves into another hold is a refusal (never forward).
+                self.state().pending.remove(&id);
+                let text = message::result_response(
+                    &id,
+                    self.refusal_result(
+                        "held",
+                        &tool_name(&message),
+                        Some(&decision_id),
+                        Some(decision),
+                        &reasons,
+                    ),
+                );
+                self.deliver(Some(&id), text).await;
+            }
+        }
+    }
+
+    /// The tool error an agent reads when a call is refused: every reason with its remediation,
+    /// and the signed decision in `_meta`.
+    fn refusal_result(
+        &self,
+        what: &str,
+        tool: &str,
+        decision_id: Option<&str>,
+        decision: Option<String>,
+        reasons: &[Reason],
+    ) -> Value {
+        let mut text = format!(
+            "Trust OS {what} this call to {}/{tool}{}.",
+            self.identity.server,
+            decision_id.map_or(String::new(), |id| format!(" (decision {id})"))
+        );
+        for reason in reasons {
+            text.push_str(&format!("\n- {}: {}", reason.code, reason.remediation));
+        }
+        let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
+        if self.era().is_none_or(|era| era < Era::V2026_07_28) {
+            result.result_type = None;
+        }
+        let mut meta = serde_json::Map::new();
+        if let Some(decision) = decision {
+            meta.insert(META_DECISION.into(), Value::String(decision));
+        }
+        meta.insert(
+            "io.trustos/reasons".into(),
+            serde_json::to_value(reasons).unwrap_or(Value::Null),
+        );
+        result.meta = Some(MetaObject(meta));
+        serde_json::to_value(&result).unwrap_or_else(|_| json!({"content": [], "isError": true}))
+    }
+
+    /// Handles bytes from the upstream server.
+    pub async fn from_upstream(&self, bytes: &[u8]) {
+        match Frame::parse(bytes) {
+            Ok(Frame::Single(message)) => self.upstream_message(message).await,
+            Ok(Frame::Batch(items)) => {
+                for item in items {
+                    self.upstream_message(item).await;
+                }
+            }
+            Err(err) => {
+                // Ambiguous bytes from the server: never relayed. A call waiting on them
+                // ends unknown (money may have moved) and the host gets an error.
+                tracing::warn!(reason = err.reason_code(), %err, "refused an unreadable upstream message");
+                let id =
+                    serde_json::from_slice::<Value>(bytes)
+                        .ok()
+                        .and_then(|v| match v.get("id") {
+                            Some(Value::Number(n)) => n.as_i64().map(Id::Number),
+                            Some(Value::String(s)) => Some(Id::Text(s.clone())),
+                            _ => None,
+                        });
+                if let Some(id) = id {
+                    let pending = self.state().pending.remove(&id);
+                    if let Some(pending) = pending {
+                        if let Pending::Enforced {
+                            decision_id,
+                            started_at,
+                        } = pending
+                        {
+                            let _ = self
+                                .authority
+                                .finish(&decision_id, CallEnd::Unknown, None, started_at)
+                                .await;
+                        }
+                        self.reply_error(
+                            &id,
+                            codes::INTERNAL_ERROR,
+                            &format!("the upstream answered with unreadable JSON: {err}"),
+                            "MCP_UPSTREAM_UNREADABLE",
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn upstream_message(&self, message: Message) {
+        let id = match message.kind() {
+            Kind::Result | Kind::Error => message.id().cloned(),
+            // Server requests and notifications go to the host as they are.
+            Kind::Request | Kind::Notification => {
+                let _ = self.to_client.send(message.text().to_owned()).await;
+                return;
+            }
+        };
+        let pending = id.as_ref().and_then(|id| self.state().pending.remove(id));
+        let text = match pending {
+            Some(Pending::Initialize) => {
+                if let Some(era) = message
+                    .result()
+                    .and_then(|r| r.get("protocolVersion"))
+                    .and_then(Value::as_str)
+                    .and_then(Era::parse)
+                {
+                    self.set_era(era);
+                }
+                if message.kind() == Kind::Result {
+                    self.state().initialized = true;
+                } else {
+                    self.state().initialize_sent = false;
+                }
+                message.text().to_owned()
+            }
+            Some(Pending::ToolsList) => {
+                if let Some(tools) = message
+                    .result()
+                    .and_then(|r| r.get("tools"))
+                    .and_then(Value::as_array)
+                    && let Err(err) = self
+                        .authority
+                        .observe_tools(&self.identity.server, tools)
+                        .await
+                {
+                    // Unpinned tools stay refused; the listing itself is harmless to relay.
+                    tracing::warn!(%err, "could not pin the listed tools");
+                }
+                message.text().to_owned()
+            }
+            Some(Pending::Enforced {
+                decision_id,
+                started_at,
+            }) => self.receipted(&message, &decision_id, started_at).await,
+            Some(Pending::Held | Pending::Other) | None => message.text().to_owned(),
+        };
+        self.deliver(id.as_ref(), text).await;
+    }
+
+    /// The result with its signed receipt in `result._meta`.
+    async fn receipted(
+        &self,
+        message: &Message,
+        decision_id: &str,
+        started_at: Timestamp,
+    ) -> String {
+        let (end, digest) = match message.result() {
+            Some(result) => {
+                let end = if result.get("isError").and_then(Value::as_bool) == Some(true) {
+                    CallEnd::ToolError
+                } else {
+                    CallEnd::Completed
+                };
+                (end, Digest::of_canonical_value(result).ok())
+            }
+            None => (CallEnd::ProtocolError, None),
+        };
+        match self
+            .authority
+            .finish(decision_id, end, digest, started_at)
+            .await
+        {
+            Ok(issued) if message.kind() == Kind::Result => {
+                let value = Value::String(issued.receipt).to_string();
+                message
+                    .with_meta_member(META_RECEIPT, &value)
+                    .unwrap_or_else(|_| message.text().to_owned())
+            }
+            Ok(_) => message.text().to_owned(),
+            Err(err) => {
+                tracing::error!(%err, decision_id, "the call ran but its receipt could not be issued");
+                message.text().to_owned()
+            }
+        }
+    }
+
+    /// A message could not be delivered upstream (HTTP transport): its request fails, and an
+    /// enforced call ends with an `unknown` receipt.
+    pub async fn upstream_failed(&self, sent: &str, error: &str) {
+        let Ok(Frame::Single(message)) = Frame::parse(sent.as_bytes()) else {
+            return;
+        };
+        let Some(id) = message
+            .id()
+            .cloned()
+            .filter(|_| message.kind() == Kind::Request)
+        else {
+            return;
+        };
+        let Some(pending) = self.state().pending.remove(&id) else {
+            return;
+        };
+        if let Pending::Enforced {
+            decision_id,
+            started_at,
+        } = pending
+        {
+            let _ = self
+                .authority
+                .finish(&decision_id, CallEnd::Unknown, None, started_at)
+                .await;
+        }
+        self.reply_error(
+            &id,
+            codes::INTERNAL_ERROR,
+            &format!("the upstream MCP server failed: {error}"),
+            "MCP_UPSTREAM_FAILED",
+        )
+        .await;
+    }
+
+    /// The upstream is gone: every request in flight gets an error, and enforced calls end
+    /// with an `unknown` receipt (money may have moved).
+    pub async fn upstream_closed(&self) {
+        let pending: Vec<(Id, Pending)> = self.state().pending.drain().collect();
+        for (id, pending) in pending {
+            if let Pending::Enforced {
+                decision_id,
+                started_at,
+            } = &pending
+            {
+                let _ = self
+                    .authority
+                    .finish(decision_id, CallEnd::Unknown, None, *started_at)
+                    .await;
+            }
+            if matches!(pending, Pending::Held) {
+                continue;
+            }
+            self.reply_error(
+                &id,
+                codes::INTERNAL_ERROR,
+                "the upstream MCP server closed the connection",
+                "MCP_UPSTREAM_CLOSED",
+            )
+            .await;
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! `trustos mcp`: the shim a host launches in place of an MCP server.
+//!
+//! It spawns the real server as its child (inheriting the environment the host gave the shim),
+//! relays newline-delimited JSON-RPC between the host (its own stdin/stdout) and the child (or a
+//! Streamable HTTP upstream with `--url`), and asks the daemon — started on demand — about every
+//! `tools/call`. Diagnostics go to stderr, never stdout (stdout is the protocol).
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use super::http_upstream::{HttpUpstream, PostMeta};
+use super::lines::{Line, read_line};
+use super::message::{self, Id, MAX_MESSAGE_BYTES, codes};
+use super::relay::{Relay, RelayIdentity};
+use crate::enforce::Authority;
+
+/// Where the shim's upstream is.
+#[derive(Clone, Debug)]
+pub enum Upstream {
+    /// A child process speaking stdio.
+    Command(Vec<String>),
+    /// A Streamable HTTP endpoint.
+    Url(String),
+}
+
+/// How long the child gets to exit after the host closes stdin.
+const CHILD_GRACE: Duration = Duration::from_secs(5);
+
+/// Writes each outgoing message as one line.
+async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut messages: mpsc::Receiver<String>) {
+    while let Some(message) = messages.recv().await {
+        let mut line = message.into_bytes();
+        line.push(b'\n');
+        if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Reads host lines into the relay until end of input.
+async fn pump_client<R: AsyncBufRead + Unpin>(
+    relay: &Arc<Relay>,
+    mut input: R,
+    to_client: &mpsc::Sender<String>,
+) {
+    loop {
+        match read_line(&mut input, MAX_MESSAGE_BYTES).await {
+            Ok(Line::Complete(line)) => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                relay.from_client(&line).await;
+            }
+            Ok(Line::TooLong(size)) => {
+                let text = message::error_response(
+                    &Id::Null,
+                    codes::PARSE_ERROR,
+                    &format!("message of {size} bytes is over the {MAX_MESSAGE_BYTES}-byte limit"),
+                    Some(serde_json::json!({"reason": "MCP_MESSAGE_TOO_LARGE"})),
+                );
+                let _ = to_client.send(text).await;
+            }
+            Ok(Line::Eof) | Err(_) => break,
+        }
+    }
+}
+
+/// Runs the shim until the host closes stdin or the upstream exits. Returns the exit code.
+pub async fn run(
+    identity: RelayIdentity,
+    authority: Arc<dyn Authority>,
+    upstream: Upstream,
+) -> Result<u8, String> {
+    let (to_client, client_outbox) = mpsc::channel::<String>(1024);
+    let (to_upstream, upstream_outbox) = mpsc::channel::<String>(1024);
+    let relay = Relay::new(identity, authority, to_client.clone(), to_upstream);
+    let host_writer = tokio::spawn(write_lines(tokio::io::stdout(), client_outbox));
+    let code = match upstream {
+        Upstream::Command(command) => {
+            run_child(&relay, command, upstream_outbox, &to_client).await?
+        }
+        Upstream::Url(url) => run_http(&relay, &url, upstream_outbox, &to_client).await?,
+    };
+    drop(to_client);
+    drop(relay);
+    let _ = tokio::time::timeout(Duration::from_secs(2), host_writer).await;
+    Ok(code)
+}
+
+async fn run_child(
+    relay: &Arc<Relay>,
+    command: Vec<String>,
+    upstream_outbox: mpsc::Receiver<String>,
+    to_client: &mpsc::Sender<String>,
+) -> Result<u8, String> {
+    let (program, args) = command
+        .split_first()
+        .ok_or("no upstream command after `--`")?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|err| format!("cannot start {program}: {err}"))?;
+    let (Some(child_in), Some(child_out)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("the upstream's pipes are missing".into());
+    };
+    let upstream_writer = tokio::spawn(write_lines(child_in, upstream_outbox));
+    let reader_relay = Arc::clone(relay);
+    let upstream_reader = tokio::spawn(async move {
+        let mut reader = BufReader::new(child_out);
+        loop {
+            match read_line(&mut reader, MAX_MESSAGE_BYTES).await {
+                Ok(Line::Complete(line)) => {
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        reader_relay.from_upstream(&line).await;
+                    }
+                }
+                Ok(Line::TooLong(size)) => {
+                    tracing::warn!(size, "dropped an oversized upstream message");
+                }
+                Ok(Line::Eof) | Err(_) => break,
+            }
+        }
+        reader_relay.upstream_closed().await;
+    });
+
+    let client_relay = Arc::clone(relay);
+    let client_sender = to_client.clone();
+    let mut host_reader = tokio::spawn(async move {
+        pump_client(
+            &client_relay,
+            BufReader::new(tokio::io::stdin()),
+            &client_sender,
+        )
+        .await;
+    });
+    let status = tokio::select! {
+        status = child.wait() => status.ok(),
+        _ = &mut host_reader => {
+            // The host is done: close the child's stdin and give it time to exit.
+            upstream_writer.abort();
+            match tokio::time::timeout(CHILD_GRACE, child.wait()).await {
+                Ok(status) => status.ok(),
+                Err(_) => {
+                    let _ = child.kill().await;
+                    None
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), upstream_reader).await;
+    host_reader.abort();
+    Ok(status
+        .and_then(|status| status.code())
+        .map_or(1, |code| u8::try_from(code).unwrap_or(1)))
+}
+
+async fn run_http(
+    relay: &Arc<Relay>,
+    url: &str,
+    mut upstream_outbox: mpsc::Receiver<String>,
+    to_client: &mpsc::Sender<String>,
+) -> Result<u8, String> {
+    let upstream = Arc::new(HttpUpstream::new(url, Vec::new()).map_err(|err| err.to_string())?);
+    let sender_relay = Arc::clone(relay);
+    let sender_upstream = Arc::clone(&upstream);
+    // Each message goes out as its own POST; what comes back for it is fed to the relay.
+    let sender = tokio::spawn(async move {
+        while let Some(text) = upstream_outbox.recv().await {
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let method = value
+                .get("method")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let name = value
+                .pointer("/params/name")
+                .or_else(|| value.pointer("/params/uri"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let is_request = method.is_some() && value.get("id").is_some();
+            let is_initialize = method.as_deref() == Some("initialize");
+            sender_upstream.set_protocol_version(sender_relay.era());
+            let relay = Arc::clone(&sender_relay);
+            let upstream = Arc::clone(&sender_upstream);
+            let post = async move {
+                let meta = PostMeta {
+                    method: method.as_deref().unwrap_or_default(),
+                    name: name.as_deref(),
+                    is_request,
+                };
+                match upstream.post(Bytes::from(text.clone()), meta).await {
+                    Ok(mut replies) => {
+                        while let Some(reply) = replies.recv().await {
+                            match reply {
+                                Ok(bytes) => relay.from_upstream(&bytes).await,
+                                Err(err) => {
+                                    tracing::warn!(%err, "upstream stream failed");
+                                    relay.upstream_failed(&text, &err.to_string()).await;
+                                }
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "upstream POST failed");
+                        relay.upstream_failed(&text, &err.to_string()).await;
+                    }
+                }
+            };
+            // `initialize` must finish before anything else goes out (the session id).
+            if is_initialize {
+                post.await;
+            } else {
+                tokio::spawn(post);
+            }
+        }
+    });
+    pump_client(relay, BufReader::new(tokio::io::stdin()), to_client).await;
+    sender.abort();
+    let _ = upstream.close().await;
+    Ok(0)
+}
