@@ -13,6 +13,7 @@
 //!   (the inspector CLI) from npm, pinned in `bypass-tests/node/`, installed once per build
 //!   tree.
 //! - [`trustos_bin`] and [`recording_upstream_bin`] ([`locate`]): where the binaries are.
+//! - [`gateway::Gateway`]: a real gateway (home, test profile, daemon) and its shims.
 //! - [`TempDir`] ([`scratch`]): a scratch directory removed on drop.
 //! - [`output_with_timeout`] and [`run_with_timeout`] ([`command`]): run a helper process
 //!   (the inspector CLI, npm, cargo) with a deadline.
@@ -23,6 +24,7 @@
 //! that exists but cannot be read.
 
 pub mod command;
+pub mod gateway;
 pub mod locate;
 pub mod lock;
 pub mod node;

@@ -248,11 +248,9 @@ fn refused(err: ControlError) -> EnforceError {
 #[async_trait::async_trait]
 impl Authority for ControlClient {
     async fn decide(&self, call: ToolCall) -> Result<Verdict, EnforceError> {
-        let result = self.call_as(Request::Decide { call }).await;
-        if result.is_err() {
-            self.reset().await;
-        }
-        result.map_err(refused)
+        self.call_as(Request::Decide { call })
+            .await
+            .map_err(refused)
     }
 
     async fn await_hold(&self, decision_id: &str) -> Result<Verdict, EnforceError> {
@@ -277,6 +275,15 @@ impl Authority for ControlClient {
             started_at,
         })
         .await
+        .map_err(refused)
+    }
+
+    async fn cancel_hold(&self, decision_id: &str) -> Result<(), EnforceError> {
+        self.call(Request::CancelHold {
+            decision_id: decision_id.to_owned(),
+        })
+        .await
+        .map(|_| ())
         .map_err(refused)
     }
 

@@ -52,6 +52,11 @@ pub enum Request {
         /// When the call was forwarded.
         started_at: Timestamp,
     },
+    /// Drop a held call the host cancelled (→ null).
+    CancelHold {
+        /// The challenge decision id.
+        decision_id: String,
+    },
     /// Record a `tools/list` result (→ list of `Observed`).
     ObserveTools {
         /// Server name.

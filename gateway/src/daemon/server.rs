@@ -39,6 +39,9 @@ fn setup<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> DaemonError + '_ 
     move |err| DaemonError::Setup(format!("{context}: {err}"))
 }
 
+/// File holding the daemon's process id, next to its socket.
+pub const PID_FILE: &str = "trustos.pid";
+
 /// Path of the control socket of a home.
 pub fn socket_path(home: &Home) -> PathBuf {
     home.root().join(SOCKET_FILE)
@@ -110,6 +113,8 @@ pub async fn run(home: &Home, listen: Option<String>) -> Result<(), DaemonError>
     let mut daemon = open(home).await?;
     let socket = socket_path(home);
     let listener = bind_socket(&socket).await?;
+    let pid_file = home.root().join(PID_FILE);
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
     let listen = listen.or_else(|| daemon.config.gateway.listen.clone());
     let mut http = None;
     if let Some(address) = listen {
@@ -173,6 +178,7 @@ pub async fn run(home: &Home, listen: Option<String>) -> Result<(), DaemonError>
         task.abort();
     }
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&pid_file);
     eprintln!("trustos serve: stopped");
     Ok(())
 }
@@ -338,6 +344,13 @@ async fn handle(daemon: &Daemon, request: Request) -> Result<Value, ControlError
                 .await
                 .map_err(enforce_error)?,
         ),
+        Request::CancelHold { decision_id } => {
+            enforcer
+                .cancel_hold(&decision_id)
+                .await
+                .map_err(enforce_error)?;
+            Ok(Value::Null)
+        }
         Request::ObserveTools { server, tools } => to_value(
             &enforcer
                 .observe_tools(&server, &tools)

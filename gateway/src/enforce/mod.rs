@@ -153,6 +153,8 @@ pub enum CallEnd {
     ProtocolError,
     /// No answer (the upstream died or timed out): money may have moved.
     Unknown,
+    /// Decided and consumed, but never forwarded (the host cancelled it meanwhile).
+    NotForwarded,
 }
 
 /// A receipt, signed and logged.
@@ -724,6 +726,18 @@ impl Enforcer {
         }
     }
 
+    /// Drops a held call the host cancelled: a signed, logged deny; approvals find nothing.
+    pub async fn cancel_hold(&self, decision_id: &str) -> Result<(), EnforceError> {
+        let hold = lock(&self.holds).remove(decision_id);
+        if let Some(hold) = hold {
+            let verdict = self
+                .refuse_logged(&hold.call, &self.profile(), Risk::High, "HOLD_CANCELLED")
+                .await?;
+            hold.resolved.send_replace(Some(verdict));
+        }
+        Ok(())
+    }
+
     /// The calls now held for approval.
     pub fn held(&self) -> Vec<HeldCall> {
         let holds = lock(&self.holds);
@@ -900,6 +914,7 @@ impl Enforcer {
             CallEnd::ToolError => (ExecutionStatus::Failed, BudgetSettlement::Keep),
             CallEnd::ProtocolError => (ExecutionStatus::Failed, BudgetSettlement::Release),
             CallEnd::Unknown => (ExecutionStatus::Unknown, BudgetSettlement::Keep),
+            CallEnd::NotForwarded => (ExecutionStatus::Denied, BudgetSettlement::Release),
         };
         let fingerprint = self
             .decision_fingerprint(decision_id)
@@ -1018,6 +1033,8 @@ pub trait Authority: Send + Sync + 'static {
         server: &str,
         tools: &[Value],
     ) -> Result<Vec<pins::Observed>, EnforceError>;
+    /// Drops a held call the host cancelled.
+    async fn cancel_hold(&self, decision_id: &str) -> Result<(), EnforceError>;
 }
 
 #[async_trait::async_trait]
@@ -1043,5 +1060,8 @@ impl Authority for Enforcer {
         tools: &[Value],
     ) -> Result<Vec<pins::Observed>, EnforceError> {
         Enforcer::observe_tools(self, server, tools).await
+    }
+    async fn cancel_hold(&self, decision_id: &str) -> Result<(), EnforceError> {
+        Enforcer::cancel_hold(self, decision_id).await
     }
 }

@@ -84,7 +84,8 @@ enum Pending {
         decision_id: String,
         started_at: Timestamp,
     },
-    Held,
+    /// Waiting for a verdict (or an approval: then the challenge's decision id).
+    Held(Option<String>),
     Other,
 }
 
@@ -113,6 +114,18 @@ pub struct Relay {
     to_client: mpsc::Sender<String>,
     to_upstream: mpsc::Sender<String>,
     state: Mutex<State>,
+}
+
+/// The id of a message the strict reader refused, read as leniently as possible (BOM dropped,
+/// invalid UTF-8 replaced, last duplicate key wins), only to address the error answer.
+fn lenient_id(bytes: &[u8]) -> Option<Id> {
+    let bytes = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
+    let text = String::from_utf8_lossy(bytes);
+    match serde_json::from_str::<Value>(&text).ok()?.get("id")? {
+        Value::Number(n) => n.as_i64().map(Id::Number),
+        Value::String(s) => Some(Id::Text(s.clone())),
+        _ => None,
+    }
 }
 
 fn tool_name(message: &Message) -> String {
@@ -259,14 +272,7 @@ impl Relay {
     async fn refuse_unreadable(&self, bytes: &[u8], err: &FrameError) {
         tracing::warn!(reason = err.reason_code(), %err, "refused an unreadable client message");
         // Answer with the id when a lenient reading finds one; never forward.
-        let id = serde_json::from_slice::<Value>(bytes)
-            .ok()
-            .and_then(|v| match v.get("id") {
-                Some(Value::Number(n)) => n.as_i64().map(Id::Number),
-                Some(Value::String(s)) => Some(Id::Text(s.clone())),
-                _ => None,
-            })
-            .unwrap_or(Id::Null);
+        let id = lenient_id(bytes).unwrap_or(Id::Null);
         let text = message::error_response(
             &id,
             err.jsonrpc_code(),
@@ -310,10 +316,26 @@ impl Relay {
         else {
             return;
         };
-        let mut state = self.state();
-        if matches!(state.pending.get(&id), Some(Pending::Held)) {
-            state.pending.remove(&id);
-            state.batch_of.remove(&id);
+        let cancelled = {
+            let mut state = self.state();
+            match state.pending.get(&id) {
+                Some(Pending::Held(decision)) => {
+                    let decision = decision.clone();
+                    state.pending.remove(&id);
+                    state.batch_of.remove(&id);
+                    decision
+                }
+                _ => None,
+            }
+        };
+        // The daemon drops the hold: a later approval finds nothing to approve.
+        if let Some(decision_id) = cancelled {
+            let authority = Arc::clone(&self.authority);
+            tokio::spawn(async move {
+                if let Err(err) = authority.cancel_hold(&decision_id).await {
+                    tracing::warn!(%err, decision_id, "could not cancel the hold");
+                }
+            });
         }
     }
 
@@ -425,10 +447,13 @@ impl Relay {
             tool: call.name.to_string(),
             arguments: Value::Object(call.arguments.unwrap_or_default()),
         };
-        self.state().pending.insert(id.clone(), Pending::Held);
+        self.state().pending.insert(id.clone(), Pending::Held(None));
         let verdict = self.authority.decide(tool_call).await;
         match verdict {
             Ok(Verdict::Hold { decision_id, .. }) => {
+                if let Some(Pending::Held(held)) = self.state().pending.get_mut(&id) {
+                    *held = Some(decision_id.clone());
+                }
                 // Held calls resolve in the background; other traffic keeps flowing.
                 let relay = Arc::clone(self);
                 tokio::spawn(async move {
@@ -447,8 +472,16 @@ impl Relay {
         message: Message,
         verdict: Result<Verdict, enforce::EnforceError>,
     ) {
-        if !matches!(self.state().pending.get(&id), Some(Pending::Held)) {
-            // Cancelled by the host while held: nothing is forwarded.
+        if !matches!(self.state().pending.get(&id), Some(Pending::Held(_))) {
+            // Cancelled by the host while held: nothing is forwarded, nothing stays reserved.
+            if let Ok(Verdict::Forward { decision_id, .. }) = verdict
+                && let Ok(started_at) = enforce::now()
+            {
+                let _ = self
+                    .authority
+                    .finish(&decision_id, CallEnd::NotForwarded, None, started_at)
+                    .await;
+            }
             return;
         }
         let verdict = verdict.unwrap_or_else(|err| {
@@ -589,14 +622,7 @@ impl Relay {
                 // Ambiguous bytes from the server: never relayed. A call waiting on them
                 // ends unknown (money may have moved) and the host gets an error.
                 tracing::warn!(reason = err.reason_code(), %err, "refused an unreadable upstream message");
-                let id =
-                    serde_json::from_slice::<Value>(bytes)
-                        .ok()
-                        .and_then(|v| match v.get("id") {
-                            Some(Value::Number(n)) => n.as_i64().map(Id::Number),
-                            Some(Value::String(s)) => Some(Id::Text(s.clone())),
-                            _ => None,
-                        });
+                let id = lenient_id(bytes);
                 if let Some(id) = id {
                     let pending = self.state().pending.remove(&id);
                     if let Some(pending) = pending {
@@ -669,7 +695,7 @@ impl Relay {
                 decision_id,
                 started_at,
             }) => self.receipted(&message, &decision_id, started_at).await,
-            Some(Pending::Held | Pending::Other) | None => message.text().to_owned(),
+            Some(Pending::Held(_) | Pending::Other) | None => message.text().to_owned(),
         };
         self.deliver(id.as_ref(), text).await;
     }
@@ -761,7 +787,7 @@ impl Relay {
                     .finish(decision_id, CallEnd::Unknown, None, *started_at)
                     .await;
             }
-            if matches!(pending, Pending::Held) {
+            if matches!(pending, Pending::Held(_)) {
                 continue;
             }
             self.reply_error(

@@ -153,6 +153,10 @@ pub const REASONS: &[(&str, &str)] = &[
         "An approver rejected this call; change the call or ask the approver.",
     ),
     (
+        "HOLD_CANCELLED",
+        "The host cancelled this call while it was held; nothing ran.",
+    ),
+    (
         "HOLD_UNKNOWN",
         "No call is held under this decision id; `trustos approve --list` shows the held calls.",
     ),

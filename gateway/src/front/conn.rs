@@ -1,0 +1,343 @@
+//! One relayed connection of the HTTP front: a [`Relay`], its upstream (a child process speaking
+//! stdio, or a Streamable HTTP server), and the [`Router`] that hands the relay's answers to the
+//! POSTs waiting for them. A handshake-era session owns one; in 2026-07-28 one is kept per token
+//! and server.
+//!
+//! Tasks: the router drains the relay's host-bound outbox; for a child, a writer feeds its stdin,
+//! a reader feeds its stdout to the relay, and a supervisor kills it on [`Conn::close`] (or when
+//! the connection is dropped); for an HTTP upstream, a sender POSTs each message and feeds what
+//! comes back to the relay (the pattern of `trustos mcp --url`). When the child's output ends,
+//! the relay answers what is still in flight and the connection is forgotten.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::router::{Answer, DONE, Router, START, WaitGuard};
+use crate::config::ServerConfig;
+use crate::enforce::Authority;
+use crate::mcp::era::Era;
+use crate::mcp::http_upstream::{HttpUpstream, PostMeta};
+use crate::mcp::lines::{Line, read_line};
+use crate::mcp::message::MAX_MESSAGE_BYTES;
+use crate::mcp::relay::{Relay, RelayIdentity};
+
+/// Messages buffered in each direction.
+const OUTBOX_CAPACITY: usize = 1024;
+/// How long closing an HTTP upstream's session may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Called once when a child upstream's output ends, with the relay it served.
+pub(super) type OnClosed = Box<dyn FnOnce(&Arc<Relay>) + Send>;
+
+/// A relay with its upstream and router.
+pub(super) struct Conn {
+    /// The relay.
+    pub relay: Arc<Relay>,
+    /// Routes the relay's host-bound messages.
+    pub router: Arc<Router>,
+    /// The `token_sha256` of the token that opened it.
+    pub owner: String,
+    /// Serializes feeding bodies to the relay (see the router's markers).
+    feed: tokio::sync::Mutex<()>,
+    /// A sender into the relay's host-bound outbox, for the router's markers.
+    to_client: mpsc::Sender<String>,
+    /// Set to `true` to stop the upstream; dropping it stops it too.
+    shutdown: watch::Sender<bool>,
+    /// The HTTP upstream, whose session [`Conn::close`] ends.
+    http: Option<Arc<HttpUpstream>>,
+    last_used: Mutex<Instant>,
+}
+
+/// Resolves once `shutdown` is set or its sender is gone.
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Writes each message as one line.
+async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut messages: mpsc::Receiver<String>) {
+    while let Some(message) = messages.recv().await {
+        let mut line = message.into_bytes();
+        line.push(b'\n');
+        if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
+            break;
+        }
+    }
+}
+
+impl Conn {
+    /// Starts `server` for `identity`: spawns the child (in `home`, with the server's `env`
+    /// added) or prepares the HTTP upstream, and the tasks around the relay.
+    pub(super) fn start(
+        server: &ServerConfig,
+        identity: RelayIdentity,
+        owner: String,
+        authority: Arc<dyn Authority>,
+        home: &Path,
+        on_closed: OnClosed,
+    ) -> Result<Arc<Self>, String> {
+        let (to_client, client_outbox) = mpsc::channel::<String>(OUTBOX_CAPACITY);
+        let (to_upstream, upstream_outbox) = mpsc::channel::<String>(OUTBOX_CAPACITY);
+        let (shutdown, _) = watch::channel(false);
+        let relay = Relay::new(identity, authority, to_client.clone(), to_upstream);
+        let http = match &server.url {
+            Some(url) => {
+                let upstream =
+                    Arc::new(HttpUpstream::new(url, Vec::new()).map_err(|err| err.to_string())?);
+                tokio::spawn(send_http(
+                    Arc::clone(&relay),
+                    Arc::clone(&upstream),
+                    upstream_outbox,
+                    shutdown.subscribe(),
+                ));
+                Some(upstream)
+            }
+            None => {
+                start_child(server, home, &relay, upstream_outbox, &shutdown, on_closed)?;
+                None
+            }
+        };
+        let router = Arc::new(Router::default());
+        tokio::spawn(Arc::clone(&router).run(client_outbox));
+        Ok(Arc::new(Self {
+            relay,
+            router,
+            owner,
+            feed: tokio::sync::Mutex::new(()),
+            to_client,
+            shutdown,
+            http,
+            last_used: Mutex::new(Instant::now()),
+        }))
+    }
+
+    /// Feeds one POST body to the relay and registers the POST as waiting for the answers to
+    /// the requests `ids`. `Err` names an id another POST still waits for (nothing is fed).
+    /// Run it in its own task: a relay must not be interrupted half way through a message.
+    pub(super) async fn feed(
+        &self,
+        body: &[u8],
+        ids: Vec<Value>,
+    ) -> Result<(WaitGuard, oneshot::Receiver<Answer>), Value> {
+        self.touch();
+        let _feeding = self.feed.lock().await;
+        let (guard, answer) = self.router.register(ids)?;
+        let seq = guard.seq();
+        let _ = self.to_client.send(format!("{START}{seq}")).await;
+        self.relay.from_client(body).await;
+        let _ = self.to_client.send(format!("{DONE}{seq}")).await;
+        Ok((guard, answer))
+    }
+
+    /// Marks the connection as just used.
+    pub(super) fn touch(&self) {
+        *self
+            .last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// How long the connection has been idle (zero while a POST waits or a GET stream is open).
+    pub(super) fn idle(&self) -> Duration {
+        if self.router.busy() {
+            return Duration::ZERO;
+        }
+        self.last_used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+    }
+
+    /// Ends the connection: the child is killed (its reader then answers what is in flight),
+    /// or the HTTP upstream's tasks stop, its requests in flight are answered with errors, and
+    /// its session is ended with DELETE.
+    pub(super) async fn close(&self) {
+        self.shutdown.send_replace(true);
+        if let Some(upstream) = &self.http {
+            self.relay.upstream_closed().await;
+            match tokio::time::timeout(CLOSE_TIMEOUT, upstream.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::debug!(%err, "ending the upstream session failed"),
+                Err(_) => tracing::debug!("ending the upstream session timed out"),
+            }
+        }
+    }
+}
+
+fn start_child(
+    server: &ServerConfig,
+    home: &Path,
+    relay: &Arc<Relay>,
+    upstream_outbox: mpsc::Receiver<String>,
+    shutdown: &watch::Sender<bool>,
+    on_closed: OnClosed,
+) -> Result<(), String> {
+    let (program, args) = server
+        .command
+        .split_first()
+        .ok_or("the server has neither `command` nor `url`")?;
+    let mut child = Command::new(program)
+        .args(args)
+        .envs(&server.env)
+        .current_dir(home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|err| format!("cannot start {program}: {err}"))?;
+    let (Some(child_in), Some(child_out)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("the upstream's pipes are missing".into());
+    };
+    tokio::spawn(write_lines(child_in, upstream_outbox));
+    let stop = shutdown.subscribe();
+    tokio::spawn(async move {
+        tokio::select! {
+            status = child.wait() => tracing::debug!(?status, "upstream exited"),
+            () = stopped(stop) => {
+                let _ = child.kill().await;
+            }
+        }
+    });
+    let reader_relay = Arc::clone(relay);
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(child_out);
+        loop {
+            match read_line(&mut reader, MAX_MESSAGE_BYTES).await {
+                Ok(Line::Complete(line)) => {
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        reader_relay.from_upstream(&line).await;
+                    }
+                }
+                Ok(Line::TooLong(size)) => {
+                    tracing::warn!(size, "dropped an oversized upstream message");
+                }
+                Ok(Line::Eof) | Err(_) => break,
+            }
+        }
+        reader_relay.upstream_closed().await;
+        on_closed(&reader_relay);
+    });
+    Ok(())
+}
+
+/// POSTs each message of the relay's upstream outbox, feeding what comes back to the relay.
+/// `initialize` completes before anything else goes out (it brings the session id); after a
+/// successful one, the server's GET stream (if it offers one) is read too.
+async fn send_http(
+    relay: Arc<Relay>,
+    upstream: Arc<HttpUpstream>,
+    mut outbox: mpsc::Receiver<String>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let sending = async {
+        while let Some(text) = outbox.recv().await {
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let method = value
+                .get("method")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let name = value
+                .pointer("/params/name")
+                .or_else(|| value.pointer("/params/uri"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let is_request = method.is_some() && value.get("id").is_some();
+            let is_initialize = method.as_deref() == Some("initialize");
+            upstream.set_protocol_version(relay.era());
+            let post = post_one(
+                Arc::clone(&relay),
+                Arc::clone(&upstream),
+                text,
+                method,
+                name,
+                is_request,
+            );
+            if is_initialize {
+                post.await;
+                if relay.era().is_some_and(Era::has_handshake) {
+                    upstream.set_protocol_version(relay.era());
+                    tokio::spawn(listen_http(
+                        Arc::clone(&relay),
+                        Arc::clone(&upstream),
+                        shutdown.clone(),
+                    ));
+                }
+            } else {
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = post => {}
+                        () = stopped(stop) => {}
+                    }
+                });
+            }
+        }
+    };
+    tokio::select! {
+        () = sending => {}
+        () = stopped(shutdown.clone()) => {}
+    }
+}
+
+async fn post_one(
+    relay: Arc<Relay>,
+    upstream: Arc<HttpUpstream>,
+    text: String,
+    method: Option<String>,
+    name: Option<String>,
+    is_request: bool,
+) {
+    let meta = PostMeta {
+        method: method.as_deref().unwrap_or_default(),
+        name: name.as_deref(),
+        is_request,
+    };
+    match upstream.post(Bytes::from(text.clone()), meta).await {
+        Ok(mut replies) => {
+            while let Some(reply) = replies.recv().await {
+                match reply {
+                    Ok(bytes) => relay.from_upstream(&bytes).await,
+                    Err(err) => {
+                        tracing::warn!(%err, "upstream stream failed");
+                        relay.upstream_failed(&text, &err.to_string()).await;
+                    }
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%err, "upstream POST failed");
+            relay.upstream_failed(&text, &err.to_string()).await;
+        }
+    }
+}
+
+/// Reads the upstream's GET stream of server-initiated messages into the relay.
+async fn listen_http(
+    relay: Arc<Relay>,
+    upstream: Arc<HttpUpstream>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let listening = async {
+        match upstream.open_listen_stream().await {
+            Ok(Some(mut messages)) => {
+                while let Some(Ok(bytes)) = messages.recv().await {
+                    relay.from_upstream(&bytes).await;
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::debug!(%err, "the upstream's GET stream is unavailable"),
+        }
+    };
+    tokio::select! {
+        () = listening => {}
+        () = stopped(shutdown) => {}
+    }
+}
