@@ -165,6 +165,30 @@ impl Gateway {
         Ok(gateway)
     }
 
+    /// A home exactly as `trustos init` makes it (starter profile, operator key), with no
+    /// daemon: the first shim starts one, as for a newcomer.
+    ///
+    /// # Errors
+    ///
+    /// When `trustos init` fails.
+    pub fn fresh(label: &str) -> Result<Self, String> {
+        let dir = TempDir::new(label)?;
+        let home = dir.join("home");
+        let gateway = Self {
+            dir,
+            home,
+            daemon: None,
+        };
+        let init = gateway.trustos(&["init"])?;
+        if !init.status.success() {
+            return Err(format!(
+                "trustos init failed: {}",
+                String::from_utf8_lossy(&init.stderr)
+            ));
+        }
+        Ok(gateway)
+    }
+
     /// Starts `trustos serve` and waits until its socket answers.
     ///
     /// # Errors

@@ -56,7 +56,7 @@ pub struct Settings {
     /// How long a challenged call waits for approval before it is denied.
     #[serde(default = "default_hold_timeout")]
     pub hold_timeout_seconds: u64,
-    /// How long a forwarded call may take upstream before the gateway answers with an error.
+    /// How long the HTTP front waits for an answer (keep it above `hold_timeout_seconds`).
     #[serde(default = "default_call_timeout")]
     pub call_timeout_seconds: u64,
     /// Browser origins allowed on the HTTP front (requests without `Origin` are allowed).
@@ -99,7 +99,8 @@ fn default_hold_timeout() -> u64 {
     300
 }
 fn default_call_timeout() -> u64 {
-    300
+    // Longer than the default hold: a held call resolves (or times out into a deny) first.
+    600
 }
 fn default_origins() -> Vec<String> {
     vec![

@@ -121,6 +121,8 @@ enum Command {
         Claude Desktop / Claude Code config:\n  \
         {\"mcpServers\": {\"everything\": {\"command\": \"trustos\", \"args\": [\"mcp\", \"--server\", \
         \"everything\", \"--\", \"npx\", \"-y\", \"@modelcontextprotocol/server-everything\"]}}}\n\n\
+        The `--` is optional (some hosts and tools treat it specially): `trustos mcp --server \
+        everything npx -y @modelcontextprotocol/server-everything` is the same.\n\n\
         Every tools/call is classified by the profile; high-risk calls are decided, signed and \
         receipted by the daemon (started on demand). Low-risk calls pass untouched."
     )]
@@ -140,8 +142,13 @@ enum Command {
         /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
         #[arg(long, value_name = "DIR")]
         home: Option<PathBuf>,
-        /// The upstream server command and its arguments.
-        #[arg(last = true, value_name = "COMMAND")]
+        /// The upstream server command and its arguments (everything after the first word that
+        /// is not a `trustos mcp` option; `--` before it is optional).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
         command: Vec<String>,
     },
     /// The route inventory: every server and tool, its risk class, why, and its pinned hash.
