@@ -764,3 +764,80 @@ fn routes_json_lists_every_route_with_its_class_reason_and_pin() {
     // And without a daemon, from the home directly.
     drop(gateway);
 }
+
+/// A shim whose host declares the elicitation capability.
+fn eliciting_shim(gateway: &Gateway, recorder: &Recorder) -> StdioPeer {
+    let mut peer = StdioPeer::spawn(
+        gateway
+            .shim_command(SERVER, "agent", upstream(), recorder, None)
+            .unwrap(),
+    )
+    .unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
+        "protocolVersion": PROTOCOL, "capabilities": {"elicitation": {}},
+        "clientInfo": {"name": "eliciting-host", "version": "1"}}});
+    assert!(send(&mut peer, &init)["result"].is_object());
+    peer.notify("notifications/initialized", Value::Null)
+        .unwrap();
+    peer.request("list", "tools/list", json!({}), TIMEOUT)
+        .unwrap();
+    peer
+}
+
+#[test]
+fn a_held_call_resolves_by_elicitation_when_the_profile_lists_the_host() {
+    let profile = TEST_PROFILE
+        .replace(
+            r#"approvers = ["operator", "alice"]"#,
+            r#"approvers = ["operator", "alice", "host"]"#,
+        )
+        .replace(r#"limit = "3000000""#, r#"limit = "9000000""#);
+    let gateway = Gateway::start_with("elicit", &profile, 20).unwrap();
+    let recorder = Recorder::in_dir(&gateway.scratch(""));
+    let mut peer = eliciting_shim(&gateway, &recorder);
+
+    for (id, approve) in [(1, true), (2, false)] {
+        held_transfer(&mut peer, id);
+        let request = peer.recv_json(TIMEOUT).unwrap();
+        assert_eq!(request["method"], "elicitation/create", "{request}");
+        assert!(
+            request["params"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("rec/transfer")
+        );
+        let answer = json!({"jsonrpc": "2.0", "id": request["id"].clone(),
+                            "result": {"action": "accept", "content": {"approve": approve}}});
+        peer.send_json(&answer).unwrap();
+        let response = peer.recv_matching(&json!(id), TIMEOUT).unwrap();
+        if approve {
+            assert!(
+                response["result"]["_meta"]["io.trustos/receipt"].is_string(),
+                "{response}"
+            );
+        } else {
+            assert_refused(&response, "APPROVAL_REJECTED");
+        }
+    }
+    std::thread::sleep(SILENCE);
+    // One ran; the host's answers never reached the upstream.
+    assert_eq!(recorded_calls(&recorder, "transfer").len(), 1);
+    assert!(
+        recorder
+            .lines()
+            .iter()
+            .all(|l| !l.contains("io.trustos/elicit"))
+    );
+}
+
+#[test]
+fn the_host_cannot_approve_when_the_profile_does_not_list_it() {
+    let gateway = Gateway::start_with("no-elicit", TEST_PROFILE, 2).unwrap();
+    let recorder = Recorder::in_dir(&gateway.scratch(""));
+    let mut peer = eliciting_shim(&gateway, &recorder);
+    held_transfer(&mut peer, 1);
+    // No elicitation is sent; the hold times out into a deny.
+    let response = peer.recv_json(TIMEOUT).unwrap();
+    assert_refused(&response, "APPROVAL_TIMEOUT");
+    assert!(recorded_calls(&recorder, "transfer").is_empty());
+}

@@ -21,7 +21,9 @@ use trustos_kernel::timestamp::Timestamp;
 
 use super::protocol::{ControlError, Envelope, MAX_CONTROL_MESSAGE, Request, Response};
 use crate::enforce::pins::Observed;
-use crate::enforce::{Authority, CallEnd, EnforceError, IssuedReceipt, ToolCall, Verdict};
+use crate::enforce::{
+    ApprovalOutcome, Authority, CallEnd, EnforceError, IssuedReceipt, ToolCall, Verdict,
+};
 use crate::home::Home;
 use crate::mcp::lines::{Line, read_line};
 
@@ -273,6 +275,19 @@ impl Authority for ControlClient {
             end,
             result_digest,
             started_at,
+        })
+        .await
+        .map_err(refused)
+    }
+
+    async fn host_answer(
+        &self,
+        decision_id: &str,
+        approve: bool,
+    ) -> Result<ApprovalOutcome, EnforceError> {
+        self.call_as(Request::HostAnswer {
+            decision_id: decision_id.to_owned(),
+            approve,
         })
         .await
         .map_err(refused)

@@ -69,6 +69,13 @@ pub enum Request {
         /// The compact JWS of an `Approval.v1`.
         approval: String,
     },
+    /// The host's user answered an elicitation about a held call (→ `ApprovalOutcome`).
+    HostAnswer {
+        /// The challenge decision id.
+        decision_id: String,
+        /// Accepted and approved.
+        approve: bool,
+    },
     /// Approve a pending tool definition (→ its SHA-256).
     ApproveTool {
         /// Server name.

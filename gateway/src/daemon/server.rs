@@ -360,6 +360,15 @@ async fn handle(daemon: &Daemon, request: Request) -> Result<Value, ControlError
         Request::Approve { approval } => {
             to_value(&enforcer.approve(&approval).await.map_err(enforce_error)?)
         }
+        Request::HostAnswer {
+            decision_id,
+            approve,
+        } => to_value(
+            &enforcer
+                .host_answer(&decision_id, approve)
+                .await
+                .map_err(enforce_error)?,
+        ),
         Request::ApproveTool {
             server,
             tool,

@@ -227,6 +227,9 @@ pub fn random_id(prefix: &str) -> Result<String, EnforceError> {
         .fold(prefix.to_owned(), |id, byte| id + &format!("{byte:02x}")))
 }
 
+/// The approver name an MCP elicitation answered by the host's user counts as.
+pub const HOST_APPROVER: &str = "host";
+
 /// A held call, as operators see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -787,15 +790,56 @@ impl Enforcer {
         else {
             return refused("APPROVAL_INVALID", "unknown approver key".into());
         };
+        self.count_approval(
+            &approval.decision_id,
+            &name,
+            Some(&approval.fingerprint),
+            approval.verdict,
+        )
+        .await
+    }
+
+    /// The host's user answered an MCP elicitation about a held call. It counts as the
+    /// approval (or rejection) of the approver named [`HOST_APPROVER`], only when the profile's
+    /// `[challenge]` lists that name.
+    pub async fn host_answer(
+        &self,
+        decision_id: &str,
+        approve: bool,
+    ) -> Result<ApprovalOutcome, EnforceError> {
+        let verdict = if approve {
+            ApprovalVerdict::Approve
+        } else {
+            ApprovalVerdict::Reject
+        };
+        self.count_approval(decision_id, HOST_APPROVER, None, verdict)
+            .await
+    }
+
+    async fn count_approval(
+        &self,
+        decision_id: &str,
+        name: &str,
+        fingerprint: Option<&Digest>,
+        verdict: ApprovalVerdict,
+    ) -> Result<ApprovalOutcome, EnforceError> {
+        let refused = |code: &str, message: String| {
+            Ok(ApprovalOutcome::Refused {
+                code: code.to_owned(),
+                message,
+            })
+        };
+        let name = name.to_owned();
+        let approval = (decision_id.to_owned(), verdict);
         let reached = {
             let mut holds = lock(&self.holds);
-            let Some(hold) = holds.get_mut(&approval.decision_id) else {
+            let Some(hold) = holds.get_mut(&approval.0) else {
                 return refused(
                     "HOLD_UNKNOWN",
-                    format!("no call is held under {}", approval.decision_id),
+                    format!("no call is held under {}", approval.0),
                 );
             };
-            if approval.fingerprint != hold.fingerprint {
+            if fingerprint.is_some_and(|fingerprint| *fingerprint != hold.fingerprint) {
                 return refused(
                     "APPROVAL_FINGERPRINT_MISMATCH",
                     "the approval names another request".into(),
@@ -813,7 +857,7 @@ impl Enforcer {
                     "the agent that made the call never counts toward its own approval".into(),
                 );
             }
-            if approval.verdict == ApprovalVerdict::Reject {
+            if approval.1 == ApprovalVerdict::Reject {
                 None
             } else {
                 hold.approvals.insert(name);
@@ -826,7 +870,7 @@ impl Enforcer {
                 Some(hold.approvals.iter().cloned().collect::<Vec<_>>())
             }
         };
-        let Some(hold) = lock(&self.holds).remove(&approval.decision_id) else {
+        let Some(hold) = lock(&self.holds).remove(&approval.0) else {
             return refused("HOLD_UNKNOWN", "the hold was resolved meanwhile".into());
         };
         let verdict = match reached {
@@ -1035,6 +1079,12 @@ pub trait Authority: Send + Sync + 'static {
     ) -> Result<Vec<pins::Observed>, EnforceError>;
     /// Drops a held call the host cancelled.
     async fn cancel_hold(&self, decision_id: &str) -> Result<(), EnforceError>;
+    /// The host's user answered an elicitation about a held call.
+    async fn host_answer(
+        &self,
+        decision_id: &str,
+        approve: bool,
+    ) -> Result<ApprovalOutcome, EnforceError>;
 }
 
 #[async_trait::async_trait]
@@ -1063,5 +1113,12 @@ impl Authority for Enforcer {
     }
     async fn cancel_hold(&self, decision_id: &str) -> Result<(), EnforceError> {
         Enforcer::cancel_hold(self, decision_id).await
+    }
+    async fn host_answer(
+        &self,
+        decision_id: &str,
+        approve: bool,
+    ) -> Result<ApprovalOutcome, EnforceError> {
+        Enforcer::host_answer(self, decision_id, approve).await
     }
 }

@@ -105,7 +105,15 @@ struct State {
     batch_of: HashMap<Id, u64>,
     batches: HashMap<u64, Batch>,
     next_batch: u64,
+    /// The host declared the `elicitation` capability in `initialize`.
+    host_elicits: bool,
+    /// The gateway's own elicitation requests to the host, by id, waiting for answers.
+    elicitations: HashMap<String, tokio::sync::oneshot::Sender<Value>>,
+    next_elicitation: u64,
 }
+
+/// Prefix of the ids of the gateway's own requests to the host.
+const ELICITATION_ID_PREFIX: &str = "io.trustos/elicit-";
 
 /// One relayed connection.
 pub struct Relay {
@@ -284,7 +292,21 @@ impl Relay {
 
     async fn client_message(self: &Arc<Self>, message: Message) {
         match message.kind() {
-            Kind::Result | Kind::Error => self.forward(message.text().to_owned()).await,
+            Kind::Result | Kind::Error => {
+                // The host's answer to the gateway's own elicitation stays here.
+                let waiter = match message.id() {
+                    Some(Id::Text(id)) if id.starts_with(ELICITATION_ID_PREFIX) => {
+                        self.state().elicitations.remove(id)
+                    }
+                    _ => None,
+                };
+                match waiter {
+                    Some(waiter) => {
+                        let _ = waiter.send(message.value().clone());
+                    }
+                    None => self.forward(message.text().to_owned()).await,
+                }
+            }
             Kind::Notification => {
                 let method = message.method().unwrap_or_default();
                 if CLIENT_NOTIFICATIONS.contains(&method) {
@@ -400,7 +422,15 @@ impl Relay {
         match method.as_str() {
             "tools/call" => self.enforce_call(id, message).await,
             "initialize" => {
-                self.state().pending.insert(id, Pending::Initialize);
+                let elicits = message
+                    .params()
+                    .and_then(|p| p.pointer("/capabilities/elicitation"))
+                    .is_some_and(Value::is_object);
+                {
+                    let mut state = self.state();
+                    state.host_elicits = elicits;
+                    state.pending.insert(id, Pending::Initialize);
+                }
                 self.forward(message.text().to_owned()).await;
             }
             "tools/list" => {
@@ -450,9 +480,22 @@ impl Relay {
         self.state().pending.insert(id.clone(), Pending::Held(None));
         let verdict = self.authority.decide(tool_call).await;
         match verdict {
-            Ok(Verdict::Hold { decision_id, .. }) => {
+            Ok(Verdict::Hold {
+                decision_id,
+                reasons,
+                approvers,
+                timeout_ms,
+                ..
+            }) => {
                 if let Some(Pending::Held(held)) = self.state().pending.get_mut(&id) {
                     *held = Some(decision_id.clone());
+                }
+                if approvers.iter().any(|a| a == enforce::HOST_APPROVER) {
+                    let relay = Arc::clone(self);
+                    let (decision, tool) = (decision_id.clone(), tool_name(&message));
+                    tokio::spawn(async move {
+                        relay.elicit(&decision, &tool, &reasons, timeout_ms).await;
+                    });
                 }
                 // Held calls resolve in the background; other traffic keeps flowing.
                 let relay = Arc::clone(self);
@@ -462,6 +505,59 @@ impl Relay {
                 });
             }
             other => self.apply(id, message, other).await,
+        }
+    }
+
+    /// Asks the host's user, by MCP elicitation, whether a held call may run; their answer
+    /// counts as the approver [`enforce::HOST_APPROVER`]. Only for hosts that declared the
+    /// capability, in eras where servers send requests (before 2026-07-28).
+    async fn elicit(&self, decision_id: &str, tool: &str, reasons: &[Reason], timeout_ms: u64) {
+        let (id, receiver) = {
+            let mut state = self.state();
+            if !state.host_elicits || !state.era.is_some_and(Era::has_handshake) {
+                return;
+            }
+            state.next_elicitation += 1;
+            let id = format!("{ELICITATION_ID_PREFIX}{}", state.next_elicitation);
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            state.elicitations.insert(id.clone(), sender);
+            (id, receiver)
+        };
+        let why: Vec<String> = reasons.iter().map(|r| r.code.clone()).collect();
+        let request = json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "method": "elicitation/create",
+            "params": {
+                "message": format!(
+                    "Trust OS holds the call to {}/{tool} ({}), decision {decision_id}. Let it run?",
+                    self.identity.server,
+                    why.join(", ")
+                ),
+                "requestedSchema": {
+                    "type": "object",
+                    "properties": {"approve": {"type": "boolean", "title": "Let this call run"}},
+                    "required": ["approve"]
+                }
+            }
+        });
+        if self.to_client.send(request.to_string()).await.is_err() {
+            return;
+        }
+        let answer =
+            tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), receiver).await;
+        self.state().elicitations.remove(&id);
+        let Ok(Ok(answer)) = answer else {
+            return;
+        };
+        let result = &answer["result"];
+        let approve = result["action"] == "accept" && result["content"]["approve"] == true;
+        let declined = result["action"] == "decline"
+            || (result["action"] == "accept" && result["content"]["approve"] == false);
+        if approve || declined {
+            if let Err(err) = self.authority.host_answer(decision_id, approve).await {
+                tracing::warn!(%err, decision_id, "the host's answer could not be counted");
+            }
         }
     }
 
