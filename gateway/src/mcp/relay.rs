@@ -420,7 +420,13 @@ impl Relay {
                 .await;
         }
         match method.as_str() {
-            "tools/call" => self.enforce_call(id, message).await,
+            "tools/call" => {
+                // Decided concurrently: a slow decision (or a hold) never stalls the
+                // connection. The id is taken now, so a duplicate is refused meanwhile.
+                self.state().pending.insert(id.clone(), Pending::Held(None));
+                let relay = Arc::clone(self);
+                tokio::spawn(async move { relay.enforce_call(id, message).await });
+            }
             "initialize" => {
                 let elicits = message
                     .params()
@@ -449,6 +455,7 @@ impl Relay {
         let call: CallToolRequestParams = match serde_json::from_value(params.clone()) {
             Ok(call) => call,
             Err(err) => {
+                self.state().pending.remove(&id);
                 let text = format!("tools/call params: {err}");
                 return self
                     .reply_error(&id, codes::INVALID_PARAMS, &text, "MCP_INVALID_PARAMS")
@@ -460,6 +467,7 @@ impl Relay {
             .and_then(Value::as_object)
             .is_some_and(|meta| meta.keys().any(|k| k.starts_with(RESERVED_META_PREFIX)))
         {
+            self.state().pending.remove(&id);
             return self
                 .reply_error(
                     &id,
@@ -477,7 +485,6 @@ impl Relay {
             tool: call.name.to_string(),
             arguments: Value::Object(call.arguments.unwrap_or_default()),
         };
-        self.state().pending.insert(id.clone(), Pending::Held(None));
         let verdict = self.authority.decide(tool_call).await;
         match verdict {
             Ok(Verdict::Hold {
@@ -706,7 +713,7 @@ impl Relay {
     }
 
     /// Handles bytes from the upstream server.
-    pub async fn from_upstream(&self, bytes: &[u8]) {
+    pub async fn from_upstream(self: &Arc<Self>, bytes: &[u8]) {
         match Frame::parse(bytes) {
             Ok(Frame::Single(message)) => self.upstream_message(message).await,
             Ok(Frame::Batch(items)) => {
@@ -745,7 +752,7 @@ impl Relay {
         }
     }
 
-    async fn upstream_message(&self, message: Message) {
+    async fn upstream_message(self: &Arc<Self>, message: Message) {
         let id = match message.kind() {
             Kind::Result | Kind::Error => message.id().cloned(),
             // Server requests and notifications go to the host as they are.
@@ -790,7 +797,15 @@ impl Relay {
             Some(Pending::Enforced {
                 decision_id,
                 started_at,
-            }) => self.receipted(&message, &decision_id, started_at).await,
+            }) => {
+                // The receipt's durable commit runs beside the other traffic.
+                let relay = Arc::clone(self);
+                tokio::spawn(async move {
+                    let text = relay.receipted(&message, &decision_id, started_at).await;
+                    relay.deliver(id.as_ref(), text).await;
+                });
+                return;
+            }
             Some(Pending::Held(_) | Pending::Other) | None => message.text().to_owned(),
         };
         self.deliver(id.as_ref(), text).await;
