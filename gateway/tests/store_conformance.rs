@@ -727,6 +727,28 @@ async fn check_nonces_and_records<S: Store>(store: Arc<S>) {
             .version,
         2
     );
+
+    // Listing one kind returns its records by id and nothing of the kinds around it.
+    for (kind, id) in [
+        ("dispute", "d0"),
+        ("disputes", "x"),
+        ("dispat", "y"),
+        ("tool-pin", "a/b"),
+    ] {
+        assert!(matches!(
+            store
+                .compare_and_set(kind, id, None, id.as_bytes().to_vec())
+                .await
+                .unwrap(),
+            CasOutcome::Stored(1)
+        ));
+    }
+    let listed = store.list_records("dispute").await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["d0", "d1"]);
+    assert_eq!(listed[1].1.version, 2);
+    assert_eq!(listed[0].1.body, b"d0");
+    assert!(store.list_records("nothing").await.unwrap().is_empty());
 }
 
 async fn check_log_proofs<S: Store>(store: Arc<S>) {
