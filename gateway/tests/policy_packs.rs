@@ -311,6 +311,58 @@ fn every_reason_code_is_documented() {
     }
 }
 
+/// Every reason code the gateway's code can answer with is in the table (and so documented).
+#[test]
+fn every_reason_code_the_gateway_uses_is_in_the_table() {
+    fn sources(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    sources(&root().join("gateway/src"), &mut files);
+    let prefixes = [
+        "MCP_",
+        "HTTP_",
+        "TOOL_",
+        "APPROVAL_",
+        "APPROVER_",
+        "HOLD_",
+        "GATEWAY_",
+        "CONTROL_",
+    ];
+    let known: Vec<&str> = trustos::policy::reasons::REASONS
+        .iter()
+        .map(|(c, _)| *c)
+        .collect();
+    let mut missing = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for literal in text.split('"').skip(1).step_by(2) {
+            let code_like = literal
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if code_like
+                && prefixes
+                    .iter()
+                    .any(|p| literal.starts_with(p) && literal.len() > p.len())
+                && !known.contains(&literal)
+            {
+                missing.insert(format!("{literal} ({})", file.display()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "reason codes missing from REASONS: {missing:?}"
+    );
+}
+
 mod mutations {
     //! Damaged profiles never panic the loader, and every problem points inside the file.
 

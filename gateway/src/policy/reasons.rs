@@ -233,6 +233,99 @@ pub const REASONS: &[(&str, &str)] = &[
     ),
     ("JSON_TOO_DEEP", "Nest arrays and objects at most 100 deep."),
     ("JSON_SYNTAX", "Send valid JSON."),
+    (
+        "APPROVAL_INVALID",
+        "Sign the approval with an operator key listed under [approvers] in gateway.toml (`trustos approve DECISION_ID --key KEY`).",
+    ),
+    (
+        "APPROVAL_FINGERPRINT_MISMATCH",
+        "The approval names another request than the held call; approve the decision id `trustos approve --list` shows.",
+    ),
+    (
+        "APPROVER_NOT_LISTED",
+        "Approve with the key of a name the profile's [challenge] approvers list, or add the name there.",
+    ),
+    (
+        "APPROVER_IS_INITIATOR",
+        "The agent that made the call never counts toward its own approval; ask another approver.",
+    ),
+    (
+        "TOOL_APPROVAL_REFUSED",
+        "Name a tool that is waiting for approval (`trustos routes` shows pin changed or new) as SERVER/TOOL.",
+    ),
+    (
+        "GATEWAY_ERROR",
+        "The daemon failed while deciding; the call was refused (fail closed). See $TRUSTOS_HOME/logs/daemon.log.",
+    ),
+    (
+        "CONTROL_INVALID",
+        "Send control requests as one JSON object per line, as `trustos` does.",
+    ),
+    ("CONTROL_TOO_LARGE", "Send control requests under 32 MiB."),
+    (
+        "CONTROL_ENCODING",
+        "The daemon could not encode its answer; report it with the daemon log.",
+    ),
+    (
+        "HTTP_UNAUTHORIZED",
+        "Send `Authorization: Bearer TOKEN` with a token whose SHA-256 is listed under [[tokens]] in gateway.toml.",
+    ),
+    (
+        "HTTP_TOKEN_NOT_ALLOWED",
+        "This token may not reach this server; add the server to the token's `servers` list, or use another token.",
+    ),
+    (
+        "HTTP_ORIGIN_NOT_ALLOWED",
+        "Call from an origin listed in gateway.toml's allowed_origins (or without an Origin header).",
+    ),
+    (
+        "HTTP_NOT_FOUND",
+        "Use /mcp/NAME with NAME a server configured under [servers] in gateway.toml.",
+    ),
+    (
+        "HTTP_METHOD_NOT_ALLOWED",
+        "Use POST for messages, GET for the event stream, DELETE to end a session.",
+    ),
+    (
+        "HTTP_NOT_ACCEPTABLE",
+        "Accept application/json or text/event-stream.",
+    ),
+    (
+        "HTTP_UNSUPPORTED_MEDIA_TYPE",
+        "Send the body as Content-Type: application/json.",
+    ),
+    (
+        "HTTP_BODY_UNREADABLE",
+        "Send a complete body of at most 16 MiB.",
+    ),
+    (
+        "HTTP_BODY_TIMEOUT",
+        "Send the request body within 60 seconds.",
+    ),
+    (
+        "HTTP_TOO_MANY_SESSIONS",
+        "Close sessions you no longer use (DELETE /mcp/NAME) or wait for idle ones to end.",
+    ),
+    (
+        "MCP_SESSION_REQUIRED",
+        "Send initialize first, then its Mcp-Session-Id on every later request (or speak 2026-07-28, which has no sessions).",
+    ),
+    (
+        "MCP_SESSION_UNKNOWN",
+        "The session ended or belongs to another token; initialize a new one.",
+    ),
+    (
+        "MCP_PROTOCOL_VERSION_UNSUPPORTED",
+        "Send an MCP-Protocol-Version the gateway speaks: 2025-03-26, 2025-06-18, 2025-11-25 or 2026-07-28.",
+    ),
+    (
+        "MCP_HEADER_MISMATCH",
+        "Send Mcp-Method (and Mcp-Name for tools/call, prompts/get, resources/read) equal to the body, and the protocol version header.",
+    ),
+    (
+        "MCP_CALL_TIMEOUT",
+        "The upstream did not answer within call_timeout_seconds; check the server, or raise the timeout in gateway.toml.",
+    ),
 ];
 
 /// The remediation sentence of a reason code (custom `CUSTOM_*` codes get a generic one).
