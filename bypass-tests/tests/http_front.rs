@@ -560,6 +560,18 @@ fn stateless_requests_whose_headers_disagree_with_the_body_are_refused() {
     assert_eq!(method.status, 400);
     assert_eq!(method.json()["error"]["code"], -32020);
 
+    // The body says 2026-07-28 but the MCP-Protocol-Version header is missing.
+    let no_version = gateway.post(
+        None,
+        &[
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "delete_database"),
+        ],
+        &call("delete_database"),
+    );
+    assert_eq!(no_version.status, 400, "{}", no_version.body);
+    assert_eq!(no_version.json()["error"]["code"], -32020);
+
     // Base64-encoded Mcp-Name that decodes to another tool.
     let encoded = gateway.post(
         None,

@@ -362,7 +362,16 @@ impl Front {
                 && checks::body_protocol_version(value.as_ref())
                     == Some(Era::V2026_07_28.as_str()));
         if stateless {
-            if let Err(message) = checks::check_metadata(value.as_ref(), &metadata) {
+            // 2026-07-28: every POST carries MCP-Protocol-Version, equal to the body's.
+            let checked = if era.is_none() {
+                Err(
+                    "the MCP-Protocol-Version header is missing; the body says 2026-07-28"
+                        .to_owned(),
+                )
+            } else {
+                checks::check_metadata(value.as_ref(), &metadata)
+            };
+            if let Err(message) = checked {
                 tracing::warn!(%message, "refused a request whose headers disagree with its body");
                 return rpc_refusal(
                     StatusCode::BAD_REQUEST,
