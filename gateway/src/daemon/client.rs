@@ -306,10 +306,12 @@ impl Authority for ControlClient {
         &self,
         server: &str,
         tools: &[Value],
+        more: bool,
     ) -> Result<Vec<Observed>, EnforceError> {
         self.call_as(Request::ObserveTools {
             server: server.to_owned(),
             tools: tools.to_vec(),
+            more,
         })
         .await
         .map_err(refused)

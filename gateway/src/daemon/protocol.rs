@@ -63,6 +63,9 @@ pub enum Request {
         server: String,
         /// The `tools` array.
         tools: Vec<Value>,
+        /// The result has a `nextCursor`.
+        #[serde(default)]
+        more: bool,
     },
     /// Count a signed operator approval (→ `ApprovalOutcome`).
     Approve {

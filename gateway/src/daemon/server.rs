@@ -351,9 +351,13 @@ async fn handle(daemon: &Daemon, request: Request) -> Result<Value, ControlError
                 .map_err(enforce_error)?;
             Ok(Value::Null)
         }
-        Request::ObserveTools { server, tools } => to_value(
+        Request::ObserveTools {
+            server,
+            tools,
+            more,
+        } => to_value(
             &enforcer
-                .observe_tools(&server, &tools)
+                .observe_tools(&server, &tools, more)
                 .await
                 .map_err(enforce_error)?,
         ),

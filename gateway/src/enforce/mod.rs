@@ -372,8 +372,9 @@ impl Enforcer {
         &self,
         server: &str,
         tools: &[Value],
+        more: bool,
     ) -> Result<Vec<pins::Observed>, EnforceError> {
-        let observed = self.pins.observe(server, tools, now()?).await?;
+        let observed = self.pins.observe(server, tools, more, now()?).await?;
         if observed.iter().any(|o| o.changed) {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
@@ -1071,11 +1072,12 @@ pub trait Authority: Send + Sync + 'static {
         result_digest: Option<Digest>,
         started_at: Timestamp,
     ) -> Result<IssuedReceipt, EnforceError>;
-    /// Records a `tools/list` result.
+    /// Records a `tools/list` result (`more`: it has a `nextCursor`).
     async fn observe_tools(
         &self,
         server: &str,
         tools: &[Value],
+        more: bool,
     ) -> Result<Vec<pins::Observed>, EnforceError>;
     /// Drops a held call the host cancelled.
     async fn cancel_hold(&self, decision_id: &str) -> Result<(), EnforceError>;
@@ -1108,8 +1110,9 @@ impl Authority for Enforcer {
         &self,
         server: &str,
         tools: &[Value],
+        more: bool,
     ) -> Result<Vec<pins::Observed>, EnforceError> {
-        Enforcer::observe_tools(self, server, tools).await
+        Enforcer::observe_tools(self, server, tools, more).await
     }
     async fn cancel_hold(&self, decision_id: &str) -> Result<(), EnforceError> {
         Enforcer::cancel_hold(self, decision_id).await

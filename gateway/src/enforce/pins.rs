@@ -103,6 +103,8 @@ type PinCache = HashMap<String, BTreeMap<String, (u64, PinRecord)>>;
 pub struct Pins {
     store: Arc<RedbStore>,
     cache: Mutex<Option<PinCache>>,
+    /// Servers whose first listing is still arriving page by page (`nextCursor`).
+    first_listing: Mutex<std::collections::HashSet<String>>,
     /// Serializes writers so compare-and-set conflicts only come from other processes.
     write: tokio::sync::Mutex<()>,
 }
@@ -117,6 +119,7 @@ impl Pins {
         Self {
             store,
             cache: Mutex::new(None),
+            first_listing: Mutex::new(std::collections::HashSet::new()),
             write: tokio::sync::Mutex::new(()),
         }
     }
@@ -183,17 +186,31 @@ impl Pins {
         }))
     }
 
-    /// Records a `tools/list` result's `tools` array for `server`.
+    /// Records a `tools/list` result's `tools` array for `server`; `more` when the result has
+    /// a `nextCursor` (the first listing of a server spans all its pages).
     pub async fn observe(
         &self,
         server: &str,
         tools: &[Value],
+        more: bool,
         now: Timestamp,
     ) -> Result<Vec<Observed>, EnforceError> {
         self.load().await?;
         let _writer = self.write.lock().await;
-        let first_listing =
-            self.with_cache(|cache| cache.get(server).is_none_or(BTreeMap::is_empty));
+        let first_listing = {
+            let mut paging = self
+                .first_listing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let first = paging.contains(server)
+                || self.with_cache(|cache| cache.get(server).is_none_or(BTreeMap::is_empty));
+            if first && more {
+                paging.insert(server.to_owned());
+            } else {
+                paging.remove(server);
+            }
+            first
+        };
         let mut observed = Vec::new();
         for definition in tools {
             let Some(tool) = definition.get("name").and_then(Value::as_str) else {

@@ -780,13 +780,17 @@ impl Relay {
                 message.text().to_owned()
             }
             Some(Pending::ToolsList) => {
+                let more = message
+                    .result()
+                    .and_then(|r| r.get("nextCursor"))
+                    .is_some_and(|cursor| !cursor.is_null());
                 if let Some(tools) = message
                     .result()
                     .and_then(|r| r.get("tools"))
                     .and_then(Value::as_array)
                     && let Err(err) = self
                         .authority
-                        .observe_tools(&self.identity.server, tools)
+                        .observe_tools(&self.identity.server, tools, more)
                         .await
                 {
                     // Unpinned tools stay refused; the listing itself is harmless to relay.
