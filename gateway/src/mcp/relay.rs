@@ -561,10 +561,10 @@ impl Relay {
         let approve = result["action"] == "accept" && result["content"]["approve"] == true;
         let declined = result["action"] == "decline"
             || (result["action"] == "accept" && result["content"]["approve"] == false);
-        if approve || declined {
-            if let Err(err) = self.authority.host_answer(decision_id, approve).await {
-                tracing::warn!(%err, decision_id, "the host's answer could not be counted");
-            }
+        if (approve || declined)
+            && let Err(err) = self.authority.host_answer(decision_id, approve).await
+        {
+            tracing::warn!(%err, decision_id, "the host's answer could not be counted");
         }
     }
 
