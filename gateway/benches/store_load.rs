@@ -108,6 +108,7 @@ fn prepare(key: &GatewayKey, index: usize) -> Prepared {
     let signed = jws::sign(key, TYP_DECISION, &decision).unwrap();
     Prepared {
         commit: DecisionCommit {
+            consume: false,
             decision,
             signed,
             charges: vec![BudgetCharge {

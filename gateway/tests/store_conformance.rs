@@ -92,6 +92,7 @@ fn decision(
     let signed = jws::sign(&key(), TYP_DECISION, &decision).unwrap();
     Made {
         commit: DecisionCommit {
+            consume: false,
             decision,
             signed,
             charges: charges
@@ -751,6 +752,46 @@ async fn check_nonces_and_records<S: Store>(store: Arc<S>) {
     assert!(store.list_records("nothing").await.unwrap().is_empty());
 }
 
+/// A decision committed with `consume` is already used, and its reservation is never released
+/// as "expired unused": the gateway forwarded it.
+async fn check_commit_and_consume<S: Store>(store: Arc<S>) {
+    let now = at("2026-03-01T10:00:00.000Z");
+    let day = BudgetWindow::Day;
+    let mut made = decision(
+        "forwarded",
+        now,
+        Outcome::Allow,
+        &[("b@agent", day, 40, 100)],
+    );
+    made.commit.consume = true;
+    store.commit_decision(made.commit).await.unwrap();
+    assert_eq!(
+        store
+            .consume_decision("forwarded", &made.fingerprint, now)
+            .await
+            .unwrap(),
+        ConsumeOutcome::AlreadyUsed
+    );
+    let later = now.checked_add_millis(3_600_000).unwrap();
+    store.release_expired(later).await.unwrap();
+    let usage = store.budget_usage("b@agent", day, now).await.unwrap();
+    assert_eq!(
+        usage.reserved, 40,
+        "a consumed reservation was released as unused"
+    );
+    // A deny committed with `consume` is not consumable either way.
+    let mut denied = decision("denied", now, Outcome::Deny, &[]);
+    denied.commit.consume = true;
+    store.commit_decision(denied.commit).await.unwrap();
+    assert_eq!(
+        store
+            .consume_decision("denied", &denied.fingerprint, now)
+            .await
+            .unwrap(),
+        ConsumeOutcome::NotAllowed
+    );
+}
+
 async fn check_log_proofs<S: Store>(store: Arc<S>) {
     let now = at("2026-03-01T10:00:00.000Z");
     for index in 0..37 {
@@ -817,6 +858,7 @@ redb_checks! {
     redb_idempotency => check_idempotency,
     redb_nonces_and_records => check_nonces_and_records,
     redb_log_proofs => check_log_proofs,
+    redb_commit_and_consume => check_commit_and_consume,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,6 +260,7 @@ async fn walk_with_store(
     };
     let signed = jws::sign(key, TYP_DECISION, &decision).map_err(text)?;
     let commit = DecisionCommit {
+        consume: false,
         decision: decision.clone(),
         signed: signed.clone(),
         charges: if allowed {

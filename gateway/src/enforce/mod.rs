@@ -46,8 +46,7 @@ use crate::policy::profile::Risk;
 use crate::policy::{self, ActiveProfile, Compiled, Reload};
 use crate::store::redb_store::RedbStore;
 use crate::store::{
-    BudgetCharge, BudgetSettlement, CommitError, ConsumeOutcome, DecisionCommit, ReceiptCommit,
-    Store, StoreError,
+    BudgetCharge, BudgetSettlement, CommitError, DecisionCommit, ReceiptCommit, Store, StoreError,
 };
 use pins::{PinCheck, Pins};
 
@@ -448,7 +447,12 @@ impl Enforcer {
             issued_at,
         )?;
         let allowed = evaluation.outcome == Outcome::Allow;
-        match self.commit(&decision, &signed, &evaluation, allowed).await {
+        // An allow the gateway forwards itself is consumed in the same durable write.
+        let forwarding = allowed && evaluation.enforced == Outcome::Allow;
+        match self
+            .commit(&decision, &signed, &evaluation, allowed, forwarding)
+            .await
+        {
             Ok(()) => {}
             Err(CommitError::BudgetExceeded { .. }) => {
                 // Another call took the budget between the decision and its commit.
@@ -460,7 +464,7 @@ impl Enforcer {
         }
         let pair = (decision.decision_id.clone(), signed.clone());
         match evaluation.enforced {
-            Outcome::Allow if allowed => self.consume(&decision, &fingerprint, signed).await,
+            Outcome::Allow if allowed => Ok(self.forwarding(&decision, &fingerprint, signed)),
             // Shadow mode: the decision is logged, the call passes as if low risk.
             Outcome::Allow => Ok(Verdict::Pass { route: route_id }),
             Outcome::Deny => Ok(Verdict::Refuse {
@@ -549,6 +553,7 @@ impl Enforcer {
         signed: &str,
         evaluation: &Evaluation,
         allowed: bool,
+        consume: bool,
     ) -> Result<(), CommitError> {
         let charges = if allowed {
             evaluation
@@ -569,32 +574,24 @@ impl Enforcer {
                 decision: decision.clone(),
                 signed: signed.to_owned(),
                 charges,
+                consume,
             })
             .await
             .map(|_| ())
     }
 
-    async fn consume(
+    /// The verdict for an allow committed and consumed in one write: the relay forwards it,
+    /// and only it can receipt it, once.
+    fn forwarding(
         &self,
         decision: &PolicyDecision,
         fingerprint: &Digest,
         signed: String,
-    ) -> Result<Verdict, EnforceError> {
-        match self
-            .store
-            .consume_decision(&decision.decision_id, fingerprint, now()?)
-            .await?
-        {
-            ConsumeOutcome::Consumed => {
-                lock(&self.forwarded).insert(decision.decision_id.clone(), *fingerprint);
-                Ok(Verdict::Forward {
-                    decision_id: decision.decision_id.clone(),
-                    decision: signed,
-                })
-            }
-            other => Err(EnforceError::Internal(format!(
-                "a fresh decision could not be consumed: {other:?}"
-            ))),
+    ) -> Verdict {
+        lock(&self.forwarded).insert(decision.decision_id.clone(), *fingerprint);
+        Verdict::Forward {
+            decision_id: decision.decision_id.clone(),
+            decision: signed,
         }
     }
 
@@ -649,7 +646,7 @@ impl Enforcer {
             &evaluation,
             issued_at,
         )?;
-        self.commit(&decision, &signed, &evaluation, false)
+        self.commit(&decision, &signed, &evaluation, false, false)
             .await
             .map_err(internal)?;
         Ok(Verdict::refuse(
@@ -933,7 +930,10 @@ impl Enforcer {
             &evaluation,
             issued_at,
         )?;
-        match self.commit(&decision, &signed, &evaluation, true).await {
+        match self
+            .commit(&decision, &signed, &evaluation, true, true)
+            .await
+        {
             Ok(()) => {}
             Err(CommitError::BudgetExceeded { .. }) => {
                 return self
@@ -942,7 +942,7 @@ impl Enforcer {
             }
             Err(err) => return Err(internal(err)),
         }
-        self.consume(&decision, &fingerprint, signed).await
+        Ok(self.forwarding(&decision, &fingerprint, signed))
     }
 
     /// Signs and logs the receipt of a forwarded call, settling its reservations.

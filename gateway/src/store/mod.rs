@@ -51,6 +51,9 @@ pub struct DecisionCommit {
     /// One charge per entry of `decision.reservations`, same budget key and amount, with the
     /// window whose bounds at `decision.issued_at` are the signed window.
     pub charges: Vec<BudgetCharge>,
+    /// Consume an allow decision in the same unit (the gateway forwards it itself, at once):
+    /// one durable write instead of two, and no moment where it exists unconsumed.
+    pub consume: bool,
 }
 
 /// Why a decision was not committed. Nothing of it was recorded.

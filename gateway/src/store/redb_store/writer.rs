@@ -455,7 +455,8 @@ impl<'t> Tables<'t> {
             fingerprint: decision.fingerprint.to_string(),
             allow: decision.outcome == Outcome::Allow,
             expires_at: decision.expires_at.unix_millis(),
-            consumed_at: None,
+            consumed_at: (commit.consume && decision.outcome == Outcome::Allow)
+                .then_some(now.unix_millis()),
             log_index,
             state: if charges.is_empty() {
                 ChargeState::Released
@@ -464,7 +465,7 @@ impl<'t> Tables<'t> {
             },
             charges,
         };
-        if record.state == ChargeState::Reserved {
+        if record.state == ChargeState::Reserved && record.consumed_at.is_none() {
             self.unused
                 .insert((record.expires_at, decision.decision_id.as_str()), ())?;
         }
