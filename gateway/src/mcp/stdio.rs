@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
@@ -32,6 +34,56 @@ pub enum Upstream {
 
 /// How long the child gets to exit after the host closes stdin.
 const CHILD_GRACE: Duration = Duration::from_secs(5);
+
+/// The host's end of stdin, read without tokio's blocking thread pool when it is a pipe or a
+/// socket (what hosts give their servers): each relayed line then costs no thread hand-off.
+/// Anything else (a file, a terminal) falls back to `tokio::io::stdin`.
+fn host_input() -> Box<dyn AsyncRead + Unpin + Send> {
+    match nonblocking(std::io::stdin().as_fd()) {
+        Some(Stream::Pipe(fd)) => match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            Ok(pipe) => Box::new(pipe),
+            Err(_) => Box::new(tokio::io::stdin()),
+        },
+        Some(Stream::Socket(socket)) => Box::new(socket),
+        None => Box::new(tokio::io::stdin()),
+    }
+}
+
+/// The host's end of stdout, as [`host_input`].
+fn host_output() -> Box<dyn AsyncWrite + Unpin + Send> {
+    match nonblocking(std::io::stdout().as_fd()) {
+        Some(Stream::Pipe(fd)) => match tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
+            Ok(pipe) => Box::new(pipe),
+            Err(_) => Box::new(tokio::io::stdout()),
+        },
+        Some(Stream::Socket(socket)) => Box::new(socket),
+        None => Box::new(tokio::io::stdout()),
+    }
+}
+
+enum Stream {
+    Pipe(OwnedFd),
+    Socket(tokio::net::UnixStream),
+}
+
+/// A duplicate of `fd` that tokio can poll, when it is a FIFO or a unix socket.
+fn nonblocking(fd: BorrowedFd<'_>) -> Option<Stream> {
+    use std::os::unix::fs::FileTypeExt;
+    let owned = fd.try_clone_to_owned().ok()?;
+    let file = std::fs::File::from(owned);
+    let kind = file.metadata().ok()?.file_type();
+    if kind.is_fifo() {
+        return Some(Stream::Pipe(OwnedFd::from(file)));
+    }
+    if kind.is_socket() {
+        let socket = std::os::unix::net::UnixStream::from(OwnedFd::from(file));
+        socket.set_nonblocking(true).ok()?;
+        return tokio::net::UnixStream::from_std(socket)
+            .ok()
+            .map(Stream::Socket);
+    }
+    None
+}
 
 /// Writes each outgoing message as one line.
 async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut messages: mpsc::Receiver<String>) {
@@ -81,7 +133,7 @@ pub async fn run(
     let (to_client, client_outbox) = mpsc::channel::<String>(1024);
     let (to_upstream, upstream_outbox) = mpsc::channel::<String>(1024);
     let relay = Relay::new(identity, authority, to_client.clone(), to_upstream);
-    let host_writer = tokio::spawn(write_lines(tokio::io::stdout(), client_outbox));
+    let host_writer = tokio::spawn(write_lines(host_output(), client_outbox));
     let code = match upstream {
         Upstream::Command(command) => {
             run_child(&relay, command, upstream_outbox, &to_client).await?
@@ -137,12 +189,7 @@ async fn run_child(
     let client_relay = Arc::clone(relay);
     let client_sender = to_client.clone();
     let mut host_reader = tokio::spawn(async move {
-        pump_client(
-            &client_relay,
-            BufReader::new(tokio::io::stdin()),
-            &client_sender,
-        )
-        .await;
+        pump_client(&client_relay, BufReader::new(host_input()), &client_sender).await;
     });
     let status = tokio::select! {
         status = child.wait() => status.ok(),
@@ -224,7 +271,7 @@ async fn run_http(
             }
         }
     });
-    pump_client(relay, BufReader::new(tokio::io::stdin()), to_client).await;
+    pump_client(relay, BufReader::new(host_input()), to_client).await;
     sender.abort();
     let _ = upstream.close().await;
     Ok(0)

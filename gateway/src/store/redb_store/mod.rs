@@ -149,7 +149,7 @@ impl RedbStore {
         key: Arc<GatewayKey>,
         origin: &str,
     ) -> Result<Self, StoreError> {
-        let db = guard_open(path, || Database::builder().create_with_backend(backend))?;
+        let db = guard_open(path, || builder().create_with_backend(backend))?;
         Self::start(db, path, key, origin)
     }
 
@@ -300,7 +300,7 @@ fn open_file(path: &Path) -> Result<Database, StoreError> {
                 detail: "the file is empty".into(),
             });
         }
-        return guard_open(path, || Database::open(path));
+        return guard_open(path, || builder().open(path));
     }
     // Financial state is private to the gateway's user: the directory 0700, the file 0600.
     if let Some(parent) = path.parent() {
@@ -323,7 +323,18 @@ fn open_file(path: &Path) -> Result<Database, StoreError> {
             detail: format!("cannot create the database file: {err}"),
         })?;
     // `create` initializes an empty file in place.
-    guard_open(path, || Database::create(path))
+    guard_open(path, || builder().create(path))
+}
+
+/// redb's page cache bound. Its default (1 GiB) keeps every page the daemon ever writes in
+/// memory, so the daemon's RSS grows with the log; the hot set (budget windows, recent decisions,
+/// the log's right edge) is a few MiB.
+pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+fn builder() -> redb::Builder {
+    let mut builder = Database::builder();
+    builder.set_cache_size(CACHE_BYTES);
+    builder
 }
 
 /// Checks (or, for a new file, writes) the format marker, schema version and origin, and that the
