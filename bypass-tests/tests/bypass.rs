@@ -405,7 +405,10 @@ fn a_tool_missing_from_tools_list_is_refused() {
 fn a_changed_tool_definition_is_refused_until_an_operator_approves_it() {
     let gateway = Gateway::start("rugpull").unwrap();
     let recorder = Recorder::in_dir(&gateway.scratch(""));
-    drop(shim(&gateway, &recorder, "agent"));
+    let mut original = shim(&gateway, &recorder, "agent");
+    // A low-risk pass the first shim may reuse...
+    let echo = send(&mut original, &call(1, "echo", json!({"message": "x"})));
+    assert!(result_text(&echo).contains("echo: x"));
     let mut changed = gateway
         .shim(
             SERVER,
@@ -420,6 +423,11 @@ fn a_changed_tool_definition_is_refused_until_an_operator_approves_it() {
         &send(&mut changed, &call(1, "echo", json!({"message": "x"}))),
         "TOOL_DEFINITION_CHANGED",
     );
+    // ...is dropped as soon as any shim sees the server change: pins are per server.
+    assert_refused(
+        &send(&mut original, &call(2, "echo", json!({"message": "x"}))),
+        "TOOL_DEFINITION_CHANGED",
+    );
     let routes = gateway.routes().unwrap();
     let echo = routes["routes"]
         .as_array()
@@ -431,7 +439,7 @@ fn a_changed_tool_definition_is_refused_until_an_operator_approves_it() {
     assert_eq!(echo["pin"], "changed", "{echo}");
     assert_eq!(echo["enforcement"], "refused");
     assert_ne!(echo["sha256"], echo["pending_sha256"]);
-    assert!(recorded_calls(&recorder, "echo").is_empty());
+    assert_eq!(recorded_calls(&recorder, "echo").len(), 1);
 
     let approved = gateway.trustos(&["approve", "--tool", "rec/echo"]).unwrap();
     assert!(
@@ -842,4 +850,42 @@ fn the_host_cannot_approve_when_the_profile_does_not_list_it() {
     let response = peer.recv_json(TIMEOUT).unwrap();
     assert_refused(&response, "APPROVAL_TIMEOUT");
     assert!(recorded_calls(&recorder, "transfer").is_empty());
+}
+
+#[test]
+fn a_profile_reload_reclassifies_low_risk_tools_in_running_shims() {
+    let gateway = Gateway::start("reclassify").unwrap();
+    let recorder = Recorder::in_dir(&gateway.scratch(""));
+    let mut peer = shim(&gateway, &recorder, "agent");
+    for id in 1..=3 {
+        let echo = send(&mut peer, &call(id, "echo", json!({"message": "low"})));
+        assert!(result_text(&echo).contains("decision: absent"), "{echo}");
+    }
+    // echo becomes high risk: the shim must stop passing it untouched.
+    let profile = gateway.home().join("profiles/default/profile.toml");
+    let reclassified = TEST_PROFILE.replacen(
+        "id = \"rec-echo\"\nrisk = \"low\"",
+        "id = \"rec-echo\"\nrisk = \"high\"",
+        1,
+    );
+    assert_ne!(reclassified, TEST_PROFILE);
+    std::fs::write(&profile, reclassified).unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut id = 10;
+    loop {
+        let echo = send(&mut peer, &call(id, "echo", json!({"message": "now high"})));
+        if echo["result"]["_meta"]["io.trustos/receipt"].is_string() {
+            assert!(result_text(&echo).contains("decision: present"), "{echo}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shim kept passing echo"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        id += 1;
+    }
+    // And every echo recorded after the change carries a verifiable decision.
+    let last = recorded_calls(&recorder, "echo").pop().unwrap();
+    assert_verifiable(&gateway, &last, "agent");
 }

@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, oneshot};
 use trustos_kernel::canonical::Digest;
 use trustos_kernel::timestamp::Timestamp;
 
-use super::protocol::{ControlError, Envelope, MAX_CONTROL_MESSAGE, Request, Response};
+use super::protocol::{ControlError, Envelope, Event, MAX_CONTROL_MESSAGE, Request, Response};
 use crate::enforce::pins::Observed;
 use crate::enforce::{
     ApprovalOutcome, Authority, CallEnd, EnforceError, IssuedReceipt, ToolCall, Verdict,
@@ -35,6 +35,9 @@ struct Connection {
     alive: Arc<AtomicBool>,
 }
 
+/// Where a low-risk pass applies: tenant, agent, server, tool.
+type PassKey = (String, String, String, String);
+
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -48,6 +51,10 @@ pub struct ControlClient {
     autostart: bool,
     next_id: AtomicU64,
     connection: Mutex<Option<Connection>>,
+    /// The daemon's generation as last announced on the live connection (0: unknown).
+    generation: Arc<AtomicU64>,
+    /// Low-risk passes by call target, with the generation they were decided at.
+    passes: std::sync::Mutex<HashMap<PassKey, u64>>,
 }
 
 /// How long to wait for a daemon that was just started.
@@ -62,6 +69,8 @@ impl ControlClient {
             autostart,
             next_id: AtomicU64::new(1),
             connection: Mutex::new(None),
+            generation: Arc::new(AtomicU64::new(0)),
+            passes: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -79,7 +88,7 @@ impl ControlClient {
 
     async fn open(&self) -> Result<Connection, ControlError> {
         match UnixStream::connect(&self.socket).await {
-            Ok(stream) => return Ok(Self::attach(stream)),
+            Ok(stream) => return Ok(self.attach(stream)),
             Err(err) if !self.autostart => {
                 return Err(ControlError::new(
                     "GATEWAY_UNAVAILABLE",
@@ -95,7 +104,7 @@ impl ControlClient {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(stream) = UnixStream::connect(&self.socket).await {
-                return Ok(Self::attach(stream));
+                return Ok(self.attach(stream));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ControlError::new(
@@ -145,8 +154,15 @@ impl ControlClient {
         Ok(())
     }
 
-    fn attach(stream: UnixStream) -> Connection {
+    fn attach(&self, stream: UnixStream) -> Connection {
         let (read, write) = stream.into_split();
+        let generation = Arc::clone(&self.generation);
+        generation.store(0, Ordering::Release);
+        // Another connection may be another daemon: nothing decided before carries over.
+        self.passes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         let waiters: Waiters = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let reader_alive = Arc::clone(&alive);
@@ -154,6 +170,12 @@ impl ControlClient {
         tokio::spawn(async move {
             let mut reader = BufReader::new(read);
             while let Ok(Line::Complete(line)) = read_line(&mut reader, MAX_CONTROL_MESSAGE).await {
+                if let Ok(event) = serde_json::from_slice::<Event>(&line) {
+                    if event.id == 0 && event.event == "generation" {
+                        generation.store(event.generation, Ordering::Release);
+                    }
+                    continue;
+                }
                 let Ok(response) = serde_json::from_slice::<Response>(&line) else {
                     continue;
                 };
@@ -167,6 +189,7 @@ impl ControlClient {
             }
             // Connection gone: every waiter's sender drops, so each request fails.
             reader_alive.store(false, Ordering::Release);
+            generation.store(0, Ordering::Release);
             reader_waiters
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -250,9 +273,48 @@ fn refused(err: ControlError) -> EnforceError {
 #[async_trait::async_trait]
 impl Authority for ControlClient {
     async fn decide(&self, call: ToolCall) -> Result<Verdict, EnforceError> {
-        self.call_as(Request::Decide { call })
+        // A low-risk pass is reused while the daemon's generation stands (no profile reload,
+        // no pin change, same live connection): no round trip for low-risk traffic.
+        let key = (
+            call.tenant.clone(),
+            call.agent.clone(),
+            call.server.clone(),
+            call.tool.clone(),
+        );
+        let current = self.generation.load(Ordering::Acquire);
+        let cached = self
+            .passes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        if current != 0 && cached == Some(current) {
+            return Ok(Verdict::Pass {
+                route: None,
+                cacheable_at: Some(current),
+            });
+        }
+        let verdict: Verdict = self
+            .call_as(Request::Decide { call })
             .await
-            .map_err(refused)
+            .map_err(refused)?;
+        let mut passes = self
+            .passes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &verdict {
+            Verdict::Pass {
+                cacheable_at: Some(generation),
+                ..
+            } => {
+                passes.retain(|_, at| *at == *generation);
+                passes.insert(key, *generation);
+            }
+            _ => {
+                passes.remove(&key);
+            }
+        }
+        Ok(verdict)
     }
 
     async fn await_hold(&self, decision_id: &str) -> Result<Verdict, EnforceError> {

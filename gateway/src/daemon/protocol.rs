@@ -107,6 +107,19 @@ pub struct Response {
     pub error: Option<ControlError>,
 }
 
+/// A message the daemon sends unasked, with id 0: `{"id":0,"event":"generation",
+/// "generation":N}` when a connection opens and whenever the profile or a pin changes, so a
+/// shim drops the low-risk verdicts it reuses.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Event {
+    /// Always 0.
+    pub id: u64,
+    /// `generation`.
+    pub event: String,
+    /// The daemon's generation now.
+    pub generation: u64,
+}
+
 /// A failed control request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]

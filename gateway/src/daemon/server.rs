@@ -255,6 +255,28 @@ async fn serve_connection(daemon: Arc<Daemon>, stream: UnixStream) -> std::io::R
             }
         }
     });
+    // Announce the generation now and on every change: shims reuse low-risk verdicts only
+    // within one generation.
+    let mut generations = daemon.enforcer.watch_generation();
+    let announcer = {
+        let responses = responses.clone();
+        tokio::spawn(async move {
+            loop {
+                let generation = *generations.borrow_and_update();
+                let event = super::protocol::Event {
+                    id: 0,
+                    event: "generation".into(),
+                    generation,
+                };
+                let Ok(line) = serde_json::to_vec(&event) else {
+                    break;
+                };
+                if responses.send(line).await.is_err() || generations.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
     let mut reader = BufReader::new(read);
     loop {
         let line = match read_line(&mut reader, MAX_CONTROL_MESSAGE).await? {
@@ -303,6 +325,7 @@ async fn serve_connection(daemon: Arc<Daemon>, stream: UnixStream) -> std::io::R
             let _ = responses.send(encode(&response)).await;
         });
     }
+    announcer.abort();
     drop(responses);
     let _ = writer.await;
     Ok(())

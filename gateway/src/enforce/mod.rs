@@ -24,7 +24,6 @@ pub mod pins;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -95,6 +94,10 @@ pub enum Verdict {
     Pass {
         /// The route that classified it.
         route: Option<String>,
+        /// For a low-risk pass: the generation it was decided at. A relay may reuse it for the
+        /// same call target until the daemon announces another generation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cacheable_at: Option<u64>,
     },
     /// Allowed and consumed: forward with the decision in `params._meta`.
     Forward {
@@ -288,7 +291,7 @@ pub struct Enforcer {
     pins: Pins,
     holds: Mutex<HashMap<String, Hold>>,
     forwarded: Mutex<HashMap<String, Digest>>,
-    generation: AtomicU64,
+    generation: watch::Sender<u64>,
 }
 
 /// Locks a mutex, recovering from a panicked holder (state here stays consistent per call).
@@ -318,7 +321,7 @@ impl Enforcer {
             settings,
             holds: Mutex::new(HashMap::new()),
             forwarded: Mutex::new(HashMap::new()),
-            generation: AtomicU64::new(1),
+            generation: watch::Sender::new(1),
         }
     }
 
@@ -344,7 +347,16 @@ impl Enforcer {
 
     /// Changes whenever the profile or a pin changes (relays may cache verdicts per generation).
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        *self.generation.borrow()
+    }
+
+    /// Announces every new generation.
+    pub fn watch_generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn bump_generation(&self) {
+        self.generation.send_modify(|generation| *generation += 1);
     }
 
     /// The tool pins.
@@ -361,7 +373,7 @@ impl Enforcer {
                 .current
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
-            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.bump_generation();
         }
         reload
     }
@@ -375,7 +387,7 @@ impl Enforcer {
     ) -> Result<Vec<pins::Observed>, EnforceError> {
         let observed = self.pins.observe(server, tools, more, now()?).await?;
         if observed.iter().any(|o| o.changed) {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.bump_generation();
         }
         Ok(observed)
     }
@@ -388,12 +400,14 @@ impl Enforcer {
         sha256: Option<&Digest>,
     ) -> Result<Digest, EnforceError> {
         let approved = self.pins.approve(server, tool, sha256, now()?).await?;
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.bump_generation();
         Ok(approved)
     }
 
     /// Decides one `tools/call`. Errors are refusals for the relay (fail closed).
     pub async fn decide(&self, call: ToolCall) -> Result<Verdict, EnforceError> {
+        // Read first: a change during this decision makes the stamp stale, never too new.
+        let generation = self.generation();
         let compiled = self.profile();
         let mcp_call = Call::Mcp {
             server: call.server.clone(),
@@ -423,7 +437,10 @@ impl Enforcer {
                     .refuse_logged(&call, &compiled, Risk::High, "TOOL_RISK_RAISED")
                     .await;
             }
-            return Ok(Verdict::Pass { route: route_id });
+            return Ok(Verdict::Pass {
+                route: route_id,
+                cacheable_at: Some(generation),
+            });
         }
 
         // 3. High and paid: decide with the store's totals.
@@ -466,7 +483,10 @@ impl Enforcer {
         match evaluation.enforced {
             Outcome::Allow if allowed => Ok(self.forwarding(&decision, &fingerprint, signed)),
             // Shadow mode: the decision is logged, the call passes as if low risk.
-            Outcome::Allow => Ok(Verdict::Pass { route: route_id }),
+            Outcome::Allow => Ok(Verdict::Pass {
+                route: route_id,
+                cacheable_at: None,
+            }),
             Outcome::Deny => Ok(Verdict::Refuse {
                 decision_id: Some(pair.0),
                 decision: Some(pair.1),
