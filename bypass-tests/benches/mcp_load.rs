@@ -677,13 +677,19 @@ impl ControlProbe {
         self.write
             .write_all(&line)
             .map_err(|e| format!("control write: {e}"))?;
-        let mut answer = Vec::new();
-        self.read
-            .read_until(b'\n', &mut answer)
-            .map_err(|e| format!("control read: {e}"))?;
+        // The daemon also announces its generation unasked (id 0): skip those.
+        let value: Value = loop {
+            let mut answer = Vec::new();
+            self.read
+                .read_until(b'\n', &mut answer)
+                .map_err(|e| format!("control read: {e}"))?;
+            let value: Value = serde_json::from_slice(&answer)
+                .map_err(|e| format!("control answer is not JSON ({e})"))?;
+            if value["id"] != 0 || value.get("event").is_none() {
+                break value;
+            }
+        };
         let took = nanos(started.elapsed());
-        let value: Value = serde_json::from_slice(&answer)
-            .map_err(|e| format!("control answer is not JSON ({e})"))?;
         if value["id"].as_u64() != Some(id) {
             return Err(format!("control answer to another id: {value}"));
         }
