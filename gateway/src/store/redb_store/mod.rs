@@ -329,7 +329,7 @@ fn open_file(path: &Path) -> Result<Database, StoreError> {
 /// redb's page cache bound. Its default (1 GiB) keeps every page the daemon ever writes in
 /// memory, so the daemon's RSS grows with the log; the hot set (budget windows, recent decisions,
 /// the log's right edge) is a few MiB.
-pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 fn builder() -> redb::Builder {
     let mut builder = Database::builder();
