@@ -26,12 +26,12 @@ use trustos_kernel::verify::Verifier;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use crate::home::Home;
-use crate::policy::engine::{Call, Evaluation, Intent, State};
+use crate::policy::engine::{Call, Intent, decide_with_store};
 use crate::policy::{self, Compiled};
 use crate::store::redb_store::RedbStore;
 use crate::store::{
-    BudgetCharge, BudgetSettlement, CommitError, ConsumeOutcome, DecisionCommit, EntryBuilder,
-    ReceiptCommit, Store,
+    BudgetSettlement, CommitError, ConsumeOutcome, DecisionCommit, EntryBuilder, ReceiptCommit,
+    Store,
 };
 
 /// How long the sample decision stays usable.
@@ -130,31 +130,6 @@ fn quickstart_profile(home: &Home) -> Result<(PathBuf, Compiled), String> {
     Ok((path, compiled))
 }
 
-/// Decides `intent` with the store's budget totals: a first pass finds which budgets the call
-/// counts against, the store reports what each has spent, the second pass decides with that.
-async fn decide(
-    compiled: &Compiled,
-    store: &RedbStore,
-    intent: &Intent,
-    at: Timestamp,
-) -> Result<Evaluation, String> {
-    // With nothing spent, every budget the call counts against shows up as a charge (unless
-    // another rule already denies, and then the totals cannot change the outcome).
-    let probe = compiled.evaluate(intent, &State::default(), at);
-    let mut state = State::default();
-    for charge in &probe.charges {
-        let usage = store
-            .budget_usage(&charge.budget_key, charge.window, at)
-            .await
-            .map_err(text)?;
-        state.spent.insert(
-            charge.budget_id.clone(),
-            usage.reserved.saturating_add(usage.captured),
-        );
-    }
-    Ok(compiled.evaluate(intent, &state, at))
-}
-
 /// How the walk ended.
 enum Walked {
     /// Allowed, paid (in the sample), receipted and verified.
@@ -195,7 +170,9 @@ async fn walk_with_store(
         payment: None,
     };
     let issued_at = now()?;
-    let evaluation = decide(&compiled, store, &intent, issued_at).await?;
+    let evaluation = decide_with_store(&compiled, store, &intent, issued_at)
+        .await
+        .map_err(text)?;
     let payment = evaluation
         .payment
         .clone()
@@ -228,20 +205,7 @@ async fn walk_with_store(
         .ok_or("clock out of range")?;
     let allowed = evaluation.outcome == Outcome::Allow;
     let reservations = if allowed {
-        evaluation
-            .charges
-            .iter()
-            .map(|charge| {
-                let (window_start, window_end) = charge.window.bounds(issued_at);
-                BudgetReservation {
-                    budget_key: charge.budget_key.clone(),
-                    asset: charge.asset.clone(),
-                    amount: Amount::from(charge.amount),
-                    window_start,
-                    window_end,
-                }
-            })
-            .collect()
+        evaluation.reservations(issued_at)
     } else {
         Vec::new()
     };
@@ -264,16 +228,7 @@ async fn walk_with_store(
         decision: decision.clone(),
         signed: signed.clone(),
         charges: if allowed {
-            evaluation
-                .charges
-                .iter()
-                .map(|charge| BudgetCharge {
-                    budget_key: charge.budget_key.clone(),
-                    window: charge.window,
-                    amount: charge.amount,
-                    limit: charge.limit,
-                })
-                .collect()
+            evaluation.budget_charges()
         } else {
             Vec::new()
         },

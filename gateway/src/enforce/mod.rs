@@ -34,18 +34,18 @@ use trustos_kernel::canonical::Digest;
 use trustos_kernel::jws::{self, TYP_DECISION, TYP_RECEIPT};
 use trustos_kernel::keys::{GatewayKey, PublicKey, TrustedKeys};
 use trustos_kernel::objects::{
-    Amount, BudgetReservation, DecisionType, ExecutionStatus, Mode, Outcome, PaymentTerms,
-    PolicyDecision, Receipt, ReceiptType, RequestFingerprint, Route, SafeIndex,
+    Amount, DecisionType, ExecutionStatus, Mode, Outcome, PaymentTerms, PolicyDecision, Receipt,
+    ReceiptType, RequestFingerprint, Route, SafeIndex,
 };
 use trustos_kernel::timestamp::Timestamp;
 
 use crate::approval::{Approval, Verdict as ApprovalVerdict};
-use crate::policy::engine::{Call, Evaluation, Intent, State};
+use crate::policy::engine::{Call, Evaluation, Intent, decide_with_store};
 use crate::policy::profile::Risk;
 use crate::policy::{self, ActiveProfile, Compiled, Reload};
 use crate::store::redb_store::RedbStore;
 use crate::store::{
-    BudgetCharge, BudgetSettlement, CommitError, DecisionCommit, ReceiptCommit, Store, StoreError,
+    BudgetSettlement, CommitError, DecisionCommit, ReceiptCommit, Store, StoreError,
 };
 use pins::{PinCheck, Pins};
 
@@ -502,21 +502,7 @@ impl Enforcer {
         intent: &Intent,
         at: Timestamp,
     ) -> Result<Evaluation, EnforceError> {
-        // First pass finds the budgets the call counts against; the second decides with their
-        // totals (with nothing spent every applicable budget shows up as a charge).
-        let probe = compiled.evaluate(intent, &State::default(), at);
-        let mut state = State::default();
-        for charge in &probe.charges {
-            let usage = self
-                .store
-                .budget_usage(&charge.budget_key, charge.window, at)
-                .await?;
-            state.spent.insert(
-                charge.budget_id.clone(),
-                usage.reserved.saturating_add(usage.captured),
-            );
-        }
-        Ok(compiled.evaluate(intent, &state, at))
+        Ok(decide_with_store(compiled, &*self.store, intent, at).await?)
     }
 
     fn sign(
@@ -533,20 +519,7 @@ impl Enforcer {
             .checked_add_millis(ttl)
             .ok_or_else(|| EnforceError::Internal("clock out of range".into()))?;
         let reservations = if outcome == Outcome::Allow {
-            evaluation
-                .charges
-                .iter()
-                .map(|charge| {
-                    let (window_start, window_end) = charge.window.bounds(issued_at);
-                    BudgetReservation {
-                        budget_key: charge.budget_key.clone(),
-                        asset: charge.asset.clone(),
-                        amount: Amount::from(charge.amount),
-                        window_start,
-                        window_end,
-                    }
-                })
-                .collect()
+            evaluation.reservations(issued_at)
         } else {
             Vec::new()
         };
@@ -576,16 +549,7 @@ impl Enforcer {
         consume: bool,
     ) -> Result<(), CommitError> {
         let charges = if allowed {
-            evaluation
-                .charges
-                .iter()
-                .map(|charge| BudgetCharge {
-                    budget_key: charge.budget_key.clone(),
-                    window: charge.window,
-                    amount: charge.amount,
-                    limit: charge.limit,
-                })
-                .collect()
+            evaluation.budget_charges()
         } else {
             Vec::new()
         };

@@ -14,7 +14,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -24,7 +23,8 @@ use super::router::{Answer, DONE, Router, START, WaitGuard};
 use crate::config::ServerConfig;
 use crate::enforce::Authority;
 use crate::mcp::era::Era;
-use crate::mcp::http_upstream::{HttpUpstream, PostMeta};
+use crate::mcp::http_pump::{Outgoing, post_one};
+use crate::mcp::http_upstream::HttpUpstream;
 use crate::mcp::lines::{Line, read_line};
 use crate::mcp::message::MAX_MESSAGE_BYTES;
 use crate::mcp::relay::{Relay, RelayIdentity};
@@ -239,27 +239,9 @@ async fn send_http(
 ) {
     let sending = async {
         while let Some(text) = outbox.recv().await {
-            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let method = value
-                .get("method")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let name = value
-                .pointer("/params/name")
-                .or_else(|| value.pointer("/params/uri"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let is_request = method.is_some() && value.get("id").is_some();
-            let is_initialize = method.as_deref() == Some("initialize");
-            upstream.set_protocol_version(relay.era());
-            let post = post_one(
-                Arc::clone(&relay),
-                Arc::clone(&upstream),
-                text,
-                method,
-                name,
-                is_request,
-            );
+            let outgoing = Outgoing::of(&text);
+            let is_initialize = outgoing.is_initialize();
+            let post = post_one(Arc::clone(&relay), Arc::clone(&upstream), text, outgoing);
             if is_initialize {
                 post.await;
                 if relay.era().is_some_and(Era::has_handshake) {
@@ -284,38 +266,6 @@ async fn send_http(
     tokio::select! {
         () = sending => {}
         () = stopped(shutdown.clone()) => {}
-    }
-}
-
-async fn post_one(
-    relay: Arc<Relay>,
-    upstream: Arc<HttpUpstream>,
-    text: String,
-    method: Option<String>,
-    name: Option<String>,
-    is_request: bool,
-) {
-    let meta = PostMeta {
-        method: method.as_deref().unwrap_or_default(),
-        name: name.as_deref(),
-        is_request,
-    };
-    match upstream.post(Bytes::from(text.clone()), meta).await {
-        Ok(mut replies) => {
-            while let Some(reply) = replies.recv().await {
-                match reply {
-                    Ok(bytes) => relay.from_upstream(&bytes).await,
-                    Err(err) => {
-                        tracing::warn!(%err, "upstream stream failed");
-                        relay.upstream_failed(&text, &err.to_string()).await;
-                    }
-                }
-            }
-        }
-        Err(err) => {
-            tracing::warn!(%err, "upstream POST failed");
-            relay.upstream_failed(&text, &err.to_string()).await;
-        }
     }
 }
 

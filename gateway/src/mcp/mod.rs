@@ -6,9 +6,11 @@
 //! - [`relay`]: one host connection to one upstream, with the gateway deciding `tools/call`.
 //! - [`stdio`]: `trustos mcp`, the shim a host launches.
 //! - [`sse`]: Server-Sent Events framing for Streamable HTTP responses.
+//! - [`http_pump`]: a relay's upstream outbox POSTed to a Streamable HTTP server.
 //! - [`http_upstream`]: a Streamable HTTP MCP server as the upstream.
 
 pub mod era;
+pub mod http_pump;
 pub mod http_upstream;
 pub mod lines;
 pub mod message;

@@ -9,15 +9,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde_json::Value;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::http_upstream::{HttpUpstream, PostMeta};
+use super::http_pump::{Outgoing, post_one};
+use super::http_upstream::HttpUpstream;
 use super::lines::{Line, read_line};
 use super::message::{self, Id, MAX_MESSAGE_BYTES, codes};
 use super::relay::{Relay, RelayIdentity};
@@ -224,47 +223,16 @@ async fn run_http(
     // Each message goes out as its own POST; what comes back for it is fed to the relay.
     let sender = tokio::spawn(async move {
         while let Some(text) = upstream_outbox.recv().await {
-            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let method = value
-                .get("method")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let name = value
-                .pointer("/params/name")
-                .or_else(|| value.pointer("/params/uri"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let is_request = method.is_some() && value.get("id").is_some();
-            let is_initialize = method.as_deref() == Some("initialize");
-            sender_upstream.set_protocol_version(sender_relay.era());
-            let relay = Arc::clone(&sender_relay);
-            let upstream = Arc::clone(&sender_upstream);
-            let post = async move {
-                let meta = PostMeta {
-                    method: method.as_deref().unwrap_or_default(),
-                    name: name.as_deref(),
-                    is_request,
-                };
-                match upstream.post(Bytes::from(text.clone()), meta).await {
-                    Ok(mut replies) => {
-                        while let Some(reply) = replies.recv().await {
-                            match reply {
-                                Ok(bytes) => relay.from_upstream(&bytes).await,
-                                Err(err) => {
-                                    tracing::warn!(%err, "upstream stream failed");
-                                    relay.upstream_failed(&text, &err.to_string()).await;
-                                }
-                            }
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(%err, "upstream POST failed");
-                        relay.upstream_failed(&text, &err.to_string()).await;
-                    }
-                }
-            };
+            let outgoing = Outgoing::of(&text);
+            let initialize = outgoing.is_initialize();
+            let post = post_one(
+                Arc::clone(&sender_relay),
+                Arc::clone(&sender_upstream),
+                text,
+                outgoing,
+            );
             // `initialize` must finish before anything else goes out (the session id).
-            if is_initialize {
+            if initialize {
                 post.await;
             } else {
                 tokio::spawn(post);

@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use cedar_policy::{Authorizer, Context, Decision, Request, RestrictedExpression};
 use serde_json::Value;
 use trustos_kernel::canonical::Digest;
-use trustos_kernel::objects::Outcome;
+use trustos_kernel::objects::{Amount, BudgetReservation, Outcome};
 use trustos_kernel::timestamp::Timestamp;
 
 use super::compile::{CedarNames, Compiled};
 use super::glob;
 use super::profile::{BudgetScope, Mode, Risk, RouteRule, VelocityScope, WindowKind};
-use crate::store::BudgetWindow;
+use crate::store::{BudgetCharge, BudgetWindow, Store, StoreError};
 
 /// Id of the route entity for calls no profile route matches.
 pub const UNCLASSIFIED_ROUTE: &str = "(unclassified)";
@@ -123,6 +123,63 @@ pub struct Evaluation {
     pub charges: Vec<Charge>,
     /// SHA-256 of the compiled profile that decided.
     pub profile_fingerprint: Digest,
+}
+
+impl Evaluation {
+    /// The signed form of the charges: one reservation per budget, with its window's bounds at
+    /// `issued_at`.
+    pub fn reservations(&self, issued_at: Timestamp) -> Vec<BudgetReservation> {
+        self.charges
+            .iter()
+            .map(|charge| {
+                let (window_start, window_end) = charge.window.bounds(issued_at);
+                BudgetReservation {
+                    budget_key: charge.budget_key.clone(),
+                    asset: charge.asset.clone(),
+                    amount: Amount::from(charge.amount),
+                    window_start,
+                    window_end,
+                }
+            })
+            .collect()
+    }
+
+    /// The charges as the store's atomic commit takes them.
+    pub fn budget_charges(&self) -> Vec<BudgetCharge> {
+        self.charges
+            .iter()
+            .map(|charge| BudgetCharge {
+                budget_key: charge.budget_key.clone(),
+                window: charge.window,
+                amount: charge.amount,
+                limit: charge.limit,
+            })
+            .collect()
+    }
+}
+
+/// Decides `intent` with the store's budget totals: a first pass finds the budgets the call
+/// counts against (with nothing spent, every applicable budget shows up as a charge, unless
+/// another rule already denies and the totals cannot change the outcome), the store reports
+/// what each has spent, the second pass decides with that.
+pub async fn decide_with_store<S: Store + ?Sized>(
+    compiled: &Compiled,
+    store: &S,
+    intent: &Intent,
+    at: Timestamp,
+) -> Result<Evaluation, StoreError> {
+    let probe = compiled.evaluate(intent, &State::default(), at);
+    let mut state = State::default();
+    for charge in &probe.charges {
+        let usage = store
+            .budget_usage(&charge.budget_key, charge.window, at)
+            .await?;
+        state.spent.insert(
+            charge.budget_id.clone(),
+            usage.reserved.saturating_add(usage.captured),
+        );
+    }
+    Ok(compiled.evaluate(intent, &state, at))
 }
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date.
