@@ -37,10 +37,16 @@ struct Gateway {
     child: Child,
     addr: String,
     recorder: Recorder,
+    path: String,
 }
 
 impl Gateway {
     fn start(label: &str) -> Self {
+        Self::start_with(label, "", "rec")
+    }
+
+    /// As [`Self::start`], with more `gateway.toml` text, posting to `/mcp/SERVER`.
+    fn start_with(label: &str, extra_config: &str, server: &str) -> Self {
         let dir = TempDir::new(label).unwrap();
         let home = dir.join("home");
         let bin = trustos_bin().unwrap();
@@ -68,6 +74,7 @@ impl Gateway {
             t2 = sha256(OTHER_TOKEN),
             t3 = sha256(LIMITED_TOKEN),
         ));
+        config.push_str(extra_config);
         std::fs::write(home.join("gateway.toml"), config).unwrap();
 
         let mut child = Command::new(&bin)
@@ -104,6 +111,7 @@ impl Gateway {
             child,
             addr,
             recorder,
+            path: format!("/mcp/{server}"),
         }
     }
 
@@ -125,7 +133,7 @@ impl Gateway {
             all.push((name, (*value).to_owned()));
         }
         let all: Vec<(&str, &str)> = all.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        http(&self.addr, "POST", "/mcp/rec", &all, body.as_bytes())
+        http(&self.addr, "POST", &self.path, &all, body.as_bytes())
     }
 
     /// Opens a session with `initialize` (and `notifications/initialized`); its id.
@@ -605,4 +613,57 @@ fn stateless_requests_whose_headers_disagree_with_the_body_are_refused() {
         "{:?}",
         gateway.recorder.lines()
     );
+}
+
+#[test]
+fn the_front_relays_to_a_streamable_http_upstream() {
+    let node = bypass_tests::node_packages().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = node.server_everything_http(port);
+    server.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut server = server.spawn().unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "server-everything did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gateway = Gateway::start_with(
+        "front-http-upstream",
+        &format!("\n[servers.everything]\nurl = \"http://127.0.0.1:{port}/mcp\"\n"),
+        "everything",
+    );
+    let session = gateway.initialize("2025-06-18");
+    let listed = gateway.post(
+        Some(&session),
+        &[("MCP-Protocol-Version", "2025-06-18")],
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    );
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(listed.json()["result"]["tools"].as_array().unwrap().len() >= 10);
+    let echo = gateway.call(&session, 2, "echo", json!({"message": "over http"}));
+    assert_eq!(result_text(&echo), "Echo: over http", "{}", echo.body);
+    // get-sum is paid in the starter profile: decided, run upstream, receipted.
+    let sum = gateway.call(&session, 3, "get-sum", json!({"a": 2, "b": 3}));
+    assert!(result_text(&sum).contains('5'), "{}", sum.body);
+    assert!(
+        sum.json()["result"]["_meta"]["io.trustos/receipt"].is_string(),
+        "{}",
+        sum.body
+    );
+    let refused = gateway.call(&session, 4, "gzip-file-as-resource", json!({}));
+    assert!(
+        result_text(&refused).contains("TOOL_UNCLASSIFIED"),
+        "{}",
+        refused.body
+    );
+    drop(gateway);
+    let _ = server.kill();
+    let _ = server.wait();
 }
