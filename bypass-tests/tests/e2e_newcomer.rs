@@ -99,7 +99,7 @@ fn a_newcomer_guards_server_everything_from_a_claude_style_config() {
 
     // A paid call within policy: allowed, run, receipted; the receipt verifies offline.
     let paid = run_json(call_sum(&node, &config, 100));
-    assert!(text_of(&paid).contains("101"), "{paid}");
+    assert_eq!(text_of(&paid), "The sum of 100 and 1 is 101.", "{paid}");
     let receipt = paid["_meta"]["io.trustos/receipt"]
         .as_str()
         .unwrap_or_else(|| panic!("no receipt: {paid}"));
@@ -142,7 +142,7 @@ fn a_newcomer_guards_server_everything_from_a_claude_style_config() {
         String::from_utf8_lossy(&approved.stderr)
     );
     let held = held.join().unwrap();
-    assert!(text_of(&held).contains("601"), "{held}");
+    assert_eq!(text_of(&held), "The sum of 600 and 1 is 601.", "{held}");
     assert!(held["_meta"]["io.trustos/receipt"].is_string(), "{held}");
 
     // 100 + 600 spent of the 1000 daily budget: 400 more is denied, with what to change.
@@ -151,7 +151,8 @@ fn a_newcomer_guards_server_everything_from_a_claude_style_config() {
     let text = text_of(&denied);
     assert!(text.contains("BUDGET_DAILY_EXCEEDED"), "{text}");
     assert!(text.contains("raise the daily budget"), "{text}");
-    assert!(!text.contains("401"), "{text}");
+    // The tool never ran: its answer ("The sum of 400 and 1 is 401.") is nowhere.
+    assert!(!text.contains("The sum of"), "{text}");
 
     // The route inventory shows what the gateway saw and how it treats each tool.
     let routes = gateway.trustos(&["routes", "--json"]).unwrap();

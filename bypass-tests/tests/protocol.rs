@@ -211,7 +211,7 @@ fn a_stdio_host_reaches_a_streamable_http_upstream_through_the_shim() {
             TIMEOUT,
         )
         .unwrap();
-    assert!(result_text(&sum).contains("11"), "{sum}");
+    assert_eq!(result_text(&sum), "The sum of 5 and 6 is 11.", "{sum}");
     assert!(
         sum["result"]["_meta"]["io.trustos/receipt"].is_string(),
         "{sum}"
