@@ -259,11 +259,6 @@ impl ControlClient {
         serde_json::from_value(value)
             .map_err(|err| ControlError::new("CONTROL_INVALID", err.to_string()))
     }
-
-    /// Forgets the connection so the next call reconnects.
-    pub async fn reset(&self) {
-        *self.connection.lock().await = None;
-    }
 }
 
 fn refused(err: ControlError) -> EnforceError {

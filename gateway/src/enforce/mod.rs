@@ -23,7 +23,6 @@ pub mod inventory;
 pub mod pins;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -992,16 +991,6 @@ impl Enforcer {
         // Only decisions this daemon forwarded get receipts, once each: the relay cannot name a
         // fingerprint of its own.
         Ok(lock(&self.forwarded).remove(decision_id))
-    }
-
-    /// Trusted keys of this gateway (its own public key).
-    pub fn trusted_keys(&self) -> TrustedKeys {
-        TrustedKeys::new([self.key.public().clone()])
-    }
-
-    /// The home-relative profile path, for messages.
-    pub fn describe_profile(&self, home: &Path) -> String {
-        format!("{} ({})", home.display(), self.profile().fingerprint)
     }
 }
 
