@@ -889,3 +889,41 @@ fn a_profile_reload_reclassifies_low_risk_tools_in_running_shims() {
     let last = recorded_calls(&recorder, "echo").pop().unwrap();
     assert_verifiable(&gateway, &last, "agent");
 }
+
+#[test]
+fn the_upstream_receives_the_bytes_the_host_sent_plus_only_the_decision() {
+    let gateway = Gateway::start("exact-bytes").unwrap();
+    let recorder = Recorder::in_dir(&gateway.scratch(""));
+    let mut peer = shim(&gateway, &recorder, "agent");
+    // Odd spacing, key order, escapes and number forms a re-serializer would change.
+    let echo = r#"{ "params" : {"arguments":{"message":"caf\u00e9 \/ 1.50e1"} , "name":"echo"},"id":"x1", "method":"tools/call" ,"jsonrpc":"2.0"}"#;
+    let answer = send_raw(&mut peer, json!("x1"), echo.as_bytes());
+    assert!(
+        result_text(&answer).contains("echo: café / 1.50e1"),
+        "{answer}"
+    );
+    let deploy = r#"{"jsonrpc":"2.0","id":"x2","method":"tools/call","params":{ "arguments" : {"version":"1.0","service":"\u0061pi"},"name":"deploy"}}"#;
+    let answer = send_raw(&mut peer, json!("x2"), deploy.as_bytes());
+    assert!(
+        answer["result"]["_meta"]["io.trustos/receipt"].is_string(),
+        "{answer}"
+    );
+
+    let lines = recorder.lines();
+    let forwarded_echo = lines.iter().find(|l| l.contains("\"x1\"")).unwrap();
+    assert_eq!(forwarded_echo, echo, "a passthrough call was rewritten");
+    let forwarded_deploy = lines.iter().find(|l| l.contains("\"x2\"")).unwrap();
+    let decision = recorded_calls(&recorder, "deploy")[0]["params"]["_meta"]["io.trustos/decision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let expected = deploy.replacen(
+        "\"params\":{",
+        &format!("\"params\":{{\"_meta\":{{\"io.trustos/decision\":\"{decision}\"}},"),
+        1,
+    );
+    assert_eq!(
+        forwarded_deploy, &expected,
+        "an enforced call changed beyond the inserted decision"
+    );
+}
