@@ -25,8 +25,6 @@ use crate::enforce::Authority;
 use crate::mcp::era::Era;
 use crate::mcp::http_pump::{Outgoing, post_one};
 use crate::mcp::http_upstream::HttpUpstream;
-use crate::mcp::lines::{Line, read_line};
-use crate::mcp::message::MAX_MESSAGE_BYTES;
 use crate::mcp::relay::{Relay, RelayIdentity};
 
 /// Messages buffered in each direction.
@@ -208,21 +206,9 @@ fn start_child(
     });
     let reader_relay = Arc::clone(relay);
     tokio::spawn(async move {
-        let mut reader = BufReader::new(child_out);
-        loop {
-            match read_line(&mut reader, MAX_MESSAGE_BYTES).await {
-                Ok(Line::Complete(line)) => {
-                    if !line.iter().all(u8::is_ascii_whitespace) {
-                        reader_relay.from_upstream(&line).await;
-                    }
-                }
-                Ok(Line::TooLong(size)) => {
-                    tracing::warn!(size, "dropped an oversized upstream message");
-                }
-                Ok(Line::Eof) | Err(_) => break,
-            }
-        }
-        reader_relay.upstream_closed().await;
+        Arc::clone(&reader_relay)
+            .pump_upstream_lines(BufReader::new(child_out))
+            .await;
         on_closed(&reader_relay);
     });
     Ok(())

@@ -16,13 +16,16 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, MetaObject};
 use serde_json::{Value, json};
+use tokio::io::AsyncBufRead;
 use tokio::sync::mpsc;
 use trustos_kernel::canonical::Digest;
 use trustos_kernel::timestamp::Timestamp;
 
 use super::era::{Era, META_PROTOCOL_VERSION};
+use super::lines::{Line, read_line};
 use super::message::{
-    self, Frame, FrameError, Id, Kind, META_DECISION, META_RECEIPT, Message, codes,
+    self, Frame, FrameError, Id, Kind, MAX_MESSAGE_BYTES, META_DECISION, META_RECEIPT, Message,
+    codes,
 };
 use crate::enforce::{self, Authority, CallEnd, Reason, ToolCall, Verdict};
 
@@ -725,28 +728,10 @@ impl Relay {
                 // Ambiguous bytes from the server: never relayed. A call waiting on them
                 // ends unknown (money may have moved) and the host gets an error.
                 tracing::warn!(reason = err.reason_code(), %err, "refused an unreadable upstream message");
-                let id = lenient_id(bytes);
-                if let Some(id) = id {
-                    let pending = self.state().pending.remove(&id);
-                    if let Some(pending) = pending {
-                        if let Pending::Enforced {
-                            decision_id,
-                            started_at,
-                        } = pending
-                        {
-                            let _ = self
-                                .authority
-                                .finish(&decision_id, CallEnd::Unknown, None, started_at)
-                                .await;
-                        }
-                        self.reply_error(
-                            &id,
-                            codes::INTERNAL_ERROR,
-                            &format!("the upstream answered with unreadable JSON: {err}"),
-                            "MCP_UPSTREAM_UNREADABLE",
-                        )
+                if let Some(id) = lenient_id(bytes) {
+                    let message = format!("the upstream answered with unreadable JSON: {err}");
+                    self.fail_pending(&id, &message, "MCP_UPSTREAM_UNREADABLE")
                         .await;
-                    }
                 }
             }
         }
@@ -865,7 +850,15 @@ impl Relay {
         else {
             return;
         };
-        let Some(pending) = self.state().pending.remove(&id) else {
+        let message = format!("the upstream MCP server failed: {error}");
+        self.fail_pending(&id, &message, "MCP_UPSTREAM_FAILED")
+            .await;
+    }
+
+    /// A request in flight will get no answer from the upstream: the host gets an error, and an
+    /// enforced call ends with an `unknown` receipt (money may have moved).
+    async fn fail_pending(&self, id: &Id, message: &str, reason: &str) {
+        let Some(pending) = self.state().pending.remove(id) else {
             return;
         };
         if let Pending::Enforced {
@@ -878,13 +871,27 @@ impl Relay {
                 .finish(&decision_id, CallEnd::Unknown, None, started_at)
                 .await;
         }
-        self.reply_error(
-            &id,
-            codes::INTERNAL_ERROR,
-            &format!("the upstream MCP server failed: {error}"),
-            "MCP_UPSTREAM_FAILED",
-        )
-        .await;
+        self.reply_error(id, codes::INTERNAL_ERROR, message, reason)
+            .await;
+    }
+
+    /// Feeds an upstream's newline-delimited output (a child's stdout) to the relay until it
+    /// ends, then closes the upstream side ([`Self::upstream_closed`]).
+    pub async fn pump_upstream_lines<R: AsyncBufRead + Unpin>(self: Arc<Self>, mut output: R) {
+        loop {
+            match read_line(&mut output, MAX_MESSAGE_BYTES).await {
+                Ok(Line::Complete(line)) => {
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        self.from_upstream(&line).await;
+                    }
+                }
+                Ok(Line::TooLong(size)) => {
+                    tracing::warn!(size, "dropped an oversized upstream message");
+                }
+                Ok(Line::Eof) | Err(_) => break,
+            }
+        }
+        self.upstream_closed().await;
     }
 
     /// The upstream is gone: every request in flight gets an error, and enforced calls end

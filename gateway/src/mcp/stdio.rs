@@ -166,24 +166,8 @@ async fn run_child(
         return Err("the upstream's pipes are missing".into());
     };
     let upstream_writer = tokio::spawn(write_lines(child_in, upstream_outbox));
-    let reader_relay = Arc::clone(relay);
-    let upstream_reader = tokio::spawn(async move {
-        let mut reader = BufReader::new(child_out);
-        loop {
-            match read_line(&mut reader, MAX_MESSAGE_BYTES).await {
-                Ok(Line::Complete(line)) => {
-                    if !line.iter().all(u8::is_ascii_whitespace) {
-                        reader_relay.from_upstream(&line).await;
-                    }
-                }
-                Ok(Line::TooLong(size)) => {
-                    tracing::warn!(size, "dropped an oversized upstream message");
-                }
-                Ok(Line::Eof) | Err(_) => break,
-            }
-        }
-        reader_relay.upstream_closed().await;
-    });
+    let upstream_reader =
+        tokio::spawn(Arc::clone(relay).pump_upstream_lines(BufReader::new(child_out)));
 
     let client_relay = Arc::clone(relay);
     let client_sender = to_client.clone();
