@@ -10,13 +10,11 @@
 //! the relay answers what is still in flight and the connection is forgotten.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::io::BufReader;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::router::{Answer, DONE, Router, START, WaitGuard};
@@ -25,7 +23,9 @@ use crate::enforce::Authority;
 use crate::mcp::era::Era;
 use crate::mcp::http_pump::{Outgoing, post_one};
 use crate::mcp::http_upstream::HttpUpstream;
+use crate::mcp::lines::write_lines;
 use crate::mcp::relay::{Relay, RelayIdentity};
+use crate::mcp::stdio::{ChildUpstream, spawn_upstream};
 
 /// Messages buffered in each direction.
 const OUTBOX_CAPACITY: usize = 1024;
@@ -57,17 +57,6 @@ pub(super) struct Conn {
 /// Resolves once `shutdown` is set or its sender is gone.
 async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// Writes each message as one line.
-async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut messages: mpsc::Receiver<String>) {
-    while let Some(message) = messages.recv().await {
-        let mut line = message.into_bytes();
-        line.push(b'\n');
-        if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
-            break;
-        }
-    }
 }
 
 impl Conn {
@@ -177,23 +166,14 @@ fn start_child(
     shutdown: &watch::Sender<bool>,
     on_closed: OnClosed,
 ) -> Result<(), String> {
-    let (program, args) = server
-        .command
-        .split_first()
-        .ok_or("the server has neither `command` nor `url`")?;
-    let mut child = Command::new(program)
-        .args(args)
-        .envs(&server.env)
-        .current_dir(home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|err| format!("cannot start {program}: {err}"))?;
-    let (Some(child_in), Some(child_out)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err("the upstream's pipes are missing".into());
-    };
+    if server.command.is_empty() {
+        return Err("the server has neither `command` nor `url`".into());
+    }
+    let ChildUpstream {
+        mut child,
+        input: child_in,
+        output: child_out,
+    } = spawn_upstream(&server.command, &server.env, Some(home))?;
     tokio::spawn(write_lines(child_in, upstream_outbox));
     let stop = shutdown.subscribe();
     tokio::spawn(async move {

@@ -1,6 +1,8 @@
-//! Newline-delimited framing with a size bound, for the stdio transport and the control socket.
+//! Newline-delimited framing, for the stdio transports and the control socket: reading with a
+//! size bound, and writing one message per line.
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 /// One read from a line-framed stream.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,6 +50,17 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
             } else {
                 Line::Complete(line)
             });
+        }
+    }
+}
+
+/// Writes each message as one line, flushed, until the channel closes or the writer fails.
+pub async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut messages: mpsc::Receiver<String>) {
+    while let Some(message) = messages.recv().await {
+        let mut line = message.into_bytes();
+        line.push(b'\n');
+        if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
+            break;
         }
     }
 }

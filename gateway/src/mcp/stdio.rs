@@ -9,15 +9,17 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 
 use super::http_pump::{Outgoing, post_one};
 use super::http_upstream::HttpUpstream;
-use super::lines::{Line, read_line};
+use super::lines::{Line, read_line, write_lines};
 use super::message::{self, Id, MAX_MESSAGE_BYTES, codes};
 use super::relay::{Relay, RelayIdentity};
 use crate::enforce::Authority;
@@ -84,15 +86,46 @@ fn nonblocking(fd: BorrowedFd<'_>) -> Option<Stream> {
     None
 }
 
-/// Writes each outgoing message as one line.
-async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut messages: mpsc::Receiver<String>) {
-    while let Some(message) = messages.recv().await {
-        let mut line = message.into_bytes();
-        line.push(b'\n');
-        if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
-            break;
-        }
+/// A stdio upstream: the child and its pipes.
+pub struct ChildUpstream {
+    /// The process (killed when dropped).
+    pub child: Child,
+    /// Its stdin, where the relay writes.
+    pub input: ChildStdin,
+    /// Its stdout, which the relay reads.
+    pub output: ChildStdout,
+}
+
+/// Starts a stdio upstream: `command` with `env` added to the inherited environment, in `cwd`
+/// when given, its stderr shared with ours.
+pub fn spawn_upstream(
+    command: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: Option<&Path>,
+) -> Result<ChildUpstream, String> {
+    let (program, args) = command.split_first().ok_or("no upstream command")?;
+    let mut builder = Command::new(program);
+    builder
+        .args(args)
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    if let Some(cwd) = cwd {
+        builder.current_dir(cwd);
     }
+    let mut child = builder
+        .spawn()
+        .map_err(|err| format!("cannot start {program}: {err}"))?;
+    let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("the upstream's pipes are missing".into());
+    };
+    Ok(ChildUpstream {
+        child,
+        input,
+        output,
+    })
 }
 
 /// Reads host lines into the relay until end of input.
@@ -151,20 +184,11 @@ async fn run_child(
     upstream_outbox: mpsc::Receiver<String>,
     to_client: &mpsc::Sender<String>,
 ) -> Result<u8, String> {
-    let (program, args) = command
-        .split_first()
-        .ok_or("no upstream command after `--`")?;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|err| format!("cannot start {program}: {err}"))?;
-    let (Some(child_in), Some(child_out)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err("the upstream's pipes are missing".into());
-    };
+    let ChildUpstream {
+        mut child,
+        input: child_in,
+        output: child_out,
+    } = spawn_upstream(&command, &BTreeMap::new(), None)?;
     let upstream_writer = tokio::spawn(write_lines(child_in, upstream_outbox));
     let upstream_reader =
         tokio::spawn(Arc::clone(relay).pump_upstream_lines(BufReader::new(child_out)));
