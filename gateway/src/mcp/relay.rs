@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, MetaObject};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufRead;
 use tokio::sync::mpsc;
@@ -454,8 +455,9 @@ impl Relay {
     }
 
     async fn enforce_call(self: &Arc<Self>, id: Id, message: Message) {
-        let params = message.params().cloned().unwrap_or(Value::Null);
-        let call: CallToolRequestParams = match serde_json::from_value(params.clone()) {
+        let params = message.params().unwrap_or(&Value::Null);
+        // Read in place: the message is already parsed, no copy of its params is needed.
+        let call = match CallToolRequestParams::deserialize(params) {
             Ok(call) => call,
             Err(err) => {
                 self.state().pending.remove(&id);
