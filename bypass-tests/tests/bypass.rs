@@ -108,6 +108,8 @@ fn assert_verifiable(gateway: &Gateway, recorded: &Value, agent: &str) -> String
         ),
         pay_to: arguments["payee"].as_str().unwrap().into(),
         resource: format!("mcp://{SERVER}/{tool}"),
+        payer: None,
+        offer_digest: None,
     });
     let fingerprint = RequestFingerprint::new(
         "local",

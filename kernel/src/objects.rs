@@ -176,6 +176,14 @@ pub struct PaymentTerms {
     pub pay_to: String,
     /// The resource paid for.
     pub resource: String,
+    /// The paying account (the gateway's wallet address), when the rail signs for a payer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+    /// SHA-256 of the JCS form of the rail's own offer the payment answers (the x402
+    /// requirement copied into `accepted`), so every term of it that reaches the rail is bound:
+    /// EIP-712 domain name and version, `maxTimeoutSeconds`, `extra`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_digest: Option<Digest>,
 }
 
 /// `RequestFingerprint.v1`: the exact request a decision is bound to.

@@ -192,6 +192,8 @@ async fn walk_with_store(
             amount: Amount::from(payment.amount),
             pay_to: payment.payee.clone(),
             resource: "mcp://paid-search/search".into(),
+            payer: None,
+            offer_digest: None,
         }),
     )
     .map_err(text)?;

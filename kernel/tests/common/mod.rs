@@ -48,6 +48,8 @@ pub fn payment_terms() -> PaymentTerms {
         amount: "10000".parse().unwrap(),
         pay_to: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".into(),
         resource: "mcp://paid-search/search".into(),
+        payer: None,
+        offer_digest: None,
     }
 }
 
