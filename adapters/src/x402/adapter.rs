@@ -172,7 +172,11 @@ impl X402Adapter {
             }
         }
         let pay_to = parse_address(&offer.pay_to).map_err(|_| "X402_PAYTO_INVALID")?;
-        let same = |listed: &String| parse_address(listed).is_ok_and(|a| a == pay_to);
+        // Case-insensitive, as `Allowances` documents: a listed spelling in mixed case that is
+        // not its EIP-55 checksum must still match (a deny entry must never be skipped).
+        let same = |listed: &String| {
+            parse_address(&listed.to_ascii_lowercase()).is_ok_and(|a| a == pay_to)
+        };
         if allowances.denied_payees.iter().any(same) {
             return Err("X402_PAYTO_DENIED");
         }
@@ -298,11 +302,18 @@ impl Adapter for X402Adapter {
             valid_before: U256::from(valid_before),
             nonce,
         };
+        // The chain id and the token's domain are derived again from the bound network and
+        // contract, never taken from the (public, editable) terms.
+        let chain_id = networks::evm_chain_id(&terms.network).ok_or(AdapterError::TermsMismatch)?;
+        let asset = self
+            .assets
+            .find(&terms.network, &terms.asset.address)
+            .ok_or(AdapterError::TermsMismatch)?;
         let domain = TokenDomain {
-            name: terms.asset.eip712_name.clone(),
-            version: terms.asset.eip712_version.clone(),
-            chain_id: terms.chain_id,
-            verifying_contract: terms.asset.address,
+            name: asset.eip712_name.clone(),
+            version: asset.eip712_version.clone(),
+            chain_id,
+            verifying_contract: asset.address,
         };
         let signature = self.signer.sign_transfer(&domain, &authorization)?;
         let payload = ExactEvmPayload {
