@@ -18,8 +18,9 @@
 //!   `Last-Event-ID`, after the server's `retry` delay;
 //! - the optional GET stream for server-initiated messages ([`HttpUpstream::open_listen_stream`]).
 //!
-//! Only plain `http://` endpoints for now; TLS upstreams arrive with the x402 lane. A message
-//! larger than [`MAX_MESSAGE_BYTES`] is refused. Connecting and receiving response headers is
+//! `http://` and `https://` endpoints, through the HTTP lane's upstream client
+//! ([`crate::http_lane::client`]: rustls, Mozilla roots). A message larger than
+//! [`MAX_MESSAGE_BYTES`] is refused. Connecting and receiving response headers is
 //! bounded by a timeout ([`DEFAULT_TIMEOUT`], see [`HttpUpstream::with_timeout`]); response
 //! bodies and streams are not, since a tool call may legitimately run for a long time. Dropping a
 //! receiver closes its stream, which 2026-07-28 servers treat as cancellation.
@@ -34,13 +35,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny};
 use tokio::sync::mpsc;
 
+use crate::http_lane::client::{UpstreamClient, build_client};
 use crate::mcp::era::Era;
 use crate::mcp::sse::{MAX_EVENT_BYTES, SseError, SseParser};
 
@@ -160,7 +159,7 @@ pub struct HttpUpstream {
 
 /// The state shared with the tasks that read response streams.
 struct Inner {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: UpstreamClient,
     url: Uri,
     extra_headers: HeaderMap,
     timeout: Duration,
@@ -188,8 +187,8 @@ impl fmt::Debug for HttpUpstream {
 }
 
 impl HttpUpstream {
-    /// An upstream at `url` (`http://` only), sending `extra_headers` (e.g. `Authorization`)
-    /// on every request. Headers the transport manages itself are refused.
+    /// An upstream at `url` (`http://` or `https://`), sending `extra_headers` (e.g.
+    /// `Authorization`) on every request. Headers the transport manages itself are refused.
     pub fn new(url: &str, extra_headers: Vec<(String, String)>) -> Result<Self, UpstreamError> {
         let url = parse_url(url)?;
         let mut headers = HeaderMap::new();
@@ -207,7 +206,8 @@ impl HttpUpstream {
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                client: build_client(),
+                client: build_client(None)
+                    .map_err(|error| UpstreamError::Connect(error.to_string()))?,
                 url,
                 extra_headers: headers,
                 timeout: DEFAULT_TIMEOUT,
@@ -620,26 +620,15 @@ impl Stream {
     }
 }
 
-fn build_client() -> Client<HttpConnector, Full<Bytes>> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(connector)
-}
-
 fn parse_url(url: &str) -> Result<Uri, UpstreamError> {
     let uri: Uri = url
         .parse()
         .map_err(|error| UpstreamError::InvalidUrl(format!("{url:?}: {error}")))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(UpstreamError::Unsupported(
-                "TLS upstreams arrive with the x402 lane",
-            ));
-        }
+        Some("http" | "https") => {}
         _ => {
             return Err(UpstreamError::InvalidUrl(format!(
-                "{url:?}: only http:// URLs are supported"
+                "{url:?}: only http:// and https:// URLs are supported"
             )));
         }
     }
@@ -1439,8 +1428,8 @@ mod tests {
 
     #[test]
     fn urls_and_headers_are_checked() {
-        let unsupported = HttpUpstream::new("https://example.com/mcp", vec![]).unwrap_err();
-        assert!(matches!(unsupported, UpstreamError::Unsupported(m) if m.contains("x402")));
+        let tls = HttpUpstream::new("https://example.com/mcp", vec![]).unwrap();
+        assert_eq!(tls.url().scheme_str(), Some("https"));
         for bad in [
             "ftp://example.com/",
             "example.com/mcp",
