@@ -97,6 +97,8 @@ pub struct Gateway {
     dir: TempDir,
     home: PathBuf,
     daemon: Option<Child>,
+    /// Environment the daemon is started with besides the test's own (e.g. a payer key).
+    daemon_env: Vec<(String, String)>,
 }
 
 /// How long gateway operations may take in tests.
@@ -123,12 +125,33 @@ impl Gateway {
         profile: &str,
         hold_timeout_seconds: u64,
     ) -> Result<Self, String> {
+        Self::start_configured(label, profile, hold_timeout_seconds, "", &[])
+    }
+
+    /// As [`Self::start_with`], with `extra_config` appended to `gateway.toml` (whole tables,
+    /// e.g. `[x402]`) and `daemon_env` set in the daemon's environment (this start and every
+    /// [`Self::start_daemon`] after it).
+    ///
+    /// # Errors
+    ///
+    /// When any step fails.
+    pub fn start_configured(
+        label: &str,
+        profile: &str,
+        hold_timeout_seconds: u64,
+        extra_config: &str,
+        daemon_env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let dir = TempDir::new(label)?;
         let home = dir.join("home");
         let mut gateway = Self {
             dir,
             home,
             daemon: None,
+            daemon_env: daemon_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         let init = gateway.trustos(&["init", "--json"])?;
         if !init.status.success() {
@@ -160,6 +183,11 @@ impl Gateway {
             "hold_timeout_seconds = 300",
             &format!("hold_timeout_seconds = {hold_timeout_seconds}"),
         );
+        if !extra_config.is_empty() {
+            config.push('\n');
+            config.push_str(extra_config);
+            config.push('\n');
+        }
         fs::write(&config_path, config).map_err(|e| e.to_string())?;
         gateway.start_daemon()?;
         Ok(gateway)
@@ -178,6 +206,7 @@ impl Gateway {
             dir,
             home,
             daemon: None,
+            daemon_env: Vec::new(),
         };
         let init = gateway.trustos(&["init"])?;
         if !init.status.success() {
@@ -203,6 +232,7 @@ impl Gateway {
         let child = Command::new(trustos_bin()?)
             .args(["serve", "--home"])
             .arg(&self.home)
+            .envs(self.daemon_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)

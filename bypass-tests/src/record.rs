@@ -18,7 +18,8 @@ use serde_json::Value;
 /// The environment variable naming the record file.
 pub const RECORD_FILE_ENV: &str = "TRUSTOS_RECORD_FILE";
 
-/// The environment variable selecting the upstream's variant (`rugpull`, `extra`).
+/// The environment variable selecting the upstream's variant (`rugpull`, `extra`, `paid`,
+/// `paid-forger`).
 pub const VARIANT_ENV: &str = "RECORDING_UPSTREAM_VARIANT";
 
 /// A record file written by `trustos-recording-upstream`.

@@ -32,6 +32,73 @@ pub struct GatewayConfig {
     /// Operator public keys by approver name (the names a profile's `[challenge]` lists).
     #[serde(default)]
     pub approvers: BTreeMap<String, PathBuf>,
+    /// HTTP APIs the gateway reverse-proxies as `/http/NAME/…`.
+    #[serde(default)]
+    pub http: BTreeMap<String, HttpUpstreamConfig>,
+    /// The x402 rail: the gateway's payer key and the assets it pays in.
+    #[serde(default)]
+    pub x402: Option<X402Config>,
+}
+
+/// One HTTP API behind `/http/NAME/…`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpUpstreamConfig {
+    /// Base URL (`https://api.example.com/v1`); the agent's path after `/http/NAME` is joined
+    /// under it and can never leave it.
+    pub url: String,
+    /// Request headers, besides `Content-Type`, whose values a decision binds (lower case).
+    #[serde(default)]
+    pub fingerprint_headers: Vec<String>,
+    /// A PEM file of extra trusted roots (a private CA), relative to the home.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The x402 rail's settings. The payer key is read from exactly one of `key_file` or
+/// `key_env`; it is never logged.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct X402Config {
+    /// A file holding the secp256k1 payer key as 64 hex digits, relative to the home
+    /// (mode 0600).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The name of an environment variable holding the payer key.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// Longest validity of an authorization, in seconds (default 300).
+    #[serde(default = "default_x402_timeout")]
+    pub max_timeout_seconds: u64,
+    /// How long to wait for a paid retry's answer before the outcome is unknown (default 60).
+    #[serde(default = "default_x402_answer")]
+    pub answer_timeout_seconds: u64,
+    /// Tokens besides Circle's USDC.
+    #[serde(default)]
+    pub assets: Vec<X402AssetConfig>,
+}
+
+/// A token the x402 rail may pay in.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct X402AssetConfig {
+    /// CAIP-2 network.
+    pub network: String,
+    /// Token contract address.
+    pub address: String,
+    /// The profile's name for it.
+    pub symbol: String,
+    /// EIP-712 domain name.
+    pub eip712_name: String,
+    /// EIP-712 domain version.
+    pub eip712_version: String,
+}
+
+fn default_x402_timeout() -> u64 {
+    300
+}
+fn default_x402_answer() -> u64 {
+    60
 }
 
 /// Daemon settings.
@@ -211,6 +278,23 @@ impl GatewayConfig {
                     "[servers.{name}]: server names are letters, digits, '-', '_' and '.'"
                 ));
             }
+        }
+        for (name, lane) in &config.http {
+            if !valid_server_name(name) {
+                return Err(format!(
+                    "[http.{name}]: names are letters, digits, '-', '_' and '.'"
+                ));
+            }
+            if !(lane.url.starts_with("http://") || lane.url.starts_with("https://")) {
+                return Err(format!(
+                    "[http.{name}].url must be an http:// or https:// URL"
+                ));
+            }
+        }
+        if let Some(x402) = &config.x402
+            && x402.key_file.is_some() == x402.key_env.is_some()
+        {
+            return Err("[x402] needs exactly one of `key_file` or `key_env`".to_owned());
         }
         for (index, token) in config.tokens.iter().enumerate() {
             if token.token_sha256.parse::<Digest>().is_err() {

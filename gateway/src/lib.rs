@@ -6,6 +6,7 @@
 //! - [`daemon`]: `trustos serve` and its control socket.
 //! - [`front`]: the Streamable HTTP front (`/mcp/NAME`).
 //! - [`enforce`]: the daemon's decision authority: pins, classification, decisions, holds, receipts.
+//! - [`http_lane`]: the HTTP reverse-proxy lane (`/http/NAME`): URL normalization, upstream client.
 //! - [`home`]: the `$TRUSTOS_HOME` layout.
 //! - [`keyfile`]: gateway keys on disk.
 //! - [`mcp`]: the MCP relay, its protocol eras and upstream transports.
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod enforce;
 pub mod front;
 pub mod home;
+pub mod http_lane;
 pub mod keyfile;
 pub mod mcp;
 pub mod policy;

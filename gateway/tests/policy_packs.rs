@@ -326,6 +326,7 @@ fn every_reason_code_the_gateway_uses_is_in_the_table() {
     }
     let mut files = Vec::new();
     sources(&root().join("gateway/src"), &mut files);
+    sources(&root().join("adapters/src"), &mut files);
     let prefixes = [
         "MCP_",
         "HTTP_",
@@ -335,6 +336,8 @@ fn every_reason_code_the_gateway_uses_is_in_the_table() {
         "HOLD_",
         "GATEWAY_",
         "CONTROL_",
+        "X402_",
+        "PAYMENT_",
     ];
     let known: Vec<&str> = trustos::policy::reasons::REASONS
         .iter()

@@ -290,7 +290,9 @@ impl Authority for ControlClient {
             });
         }
         let verdict: Verdict = self
-            .call_as(Request::Decide { call })
+            .call_as(Request::Decide {
+                call: Box::new(call),
+            })
             .await
             .map_err(refused)?;
         let mut passes = self
@@ -330,6 +332,38 @@ impl Authority for ControlClient {
         self.call_as(Request::Finish {
             decision_id: decision_id.to_owned(),
             end,
+            result_digest,
+            started_at,
+        })
+        .await
+        .map_err(refused)
+    }
+
+    async fn pay(
+        &self,
+        call: ToolCall,
+        result: Value,
+    ) -> Result<crate::enforce::pay::PaymentVerdict, EnforceError> {
+        self.call_as(Request::Pay {
+            call: Box::new(call),
+            result,
+        })
+        .await
+        .map_err(refused)
+    }
+
+    async fn conclude_payment(
+        &self,
+        decision_id: &str,
+        outcome: crate::enforce::pay::PaidOutcome,
+        served: bool,
+        result_digest: Option<Digest>,
+        started_at: Timestamp,
+    ) -> Result<crate::enforce::pay::ConcludedPayment, EnforceError> {
+        self.call_as(Request::ConcludePayment {
+            decision_id: decision_id.to_owned(),
+            outcome,
+            served,
             result_digest,
             started_at,
         })

@@ -34,7 +34,7 @@ pub enum Request {
     /// Decide a `tools/call` (→ `Verdict`).
     Decide {
         /// The call.
-        call: ToolCall,
+        call: Box<ToolCall>,
     },
     /// Wait for a held call to resolve (→ `Verdict`).
     AwaitHold {
@@ -50,6 +50,26 @@ pub enum Request {
         /// SHA-256 (JCS) of the result, when there is one.
         result_digest: Option<Digest>,
         /// When the call was forwarded.
+        started_at: Timestamp,
+    },
+    /// An MCP tool asked for an x402 payment: decide and sign it (→ `PaymentVerdict`).
+    Pay {
+        /// The unpaid call.
+        call: Box<ToolCall>,
+        /// The tool result carrying the payment request.
+        result: serde_json::Value,
+    },
+    /// Record how a paid retry ended and receipt it (→ `ConcludedPayment`).
+    ConcludePayment {
+        /// The payment's allow decision id.
+        decision_id: String,
+        /// What the settlement said.
+        outcome: crate::enforce::pay::PaidOutcome,
+        /// Whether the upstream served the call.
+        served: bool,
+        /// SHA-256 (JCS) of the result, when there is one.
+        result_digest: Option<Digest>,
+        /// When the paid retry was sent.
         started_at: Timestamp,
     },
     /// Drop a held call the host cancelled (→ null).

@@ -15,6 +15,7 @@ use super::protocol::{
     ControlError, Envelope, MAX_CONTROL_MESSAGE, Request, Response, SOCKET_FILE, Status,
 };
 use crate::config::GatewayConfig;
+use crate::enforce::pay::Payer;
 use crate::enforce::{self, Enforcer, Settings};
 use crate::home::Home;
 use crate::mcp::lines::{Line, read_line};
@@ -85,7 +86,13 @@ pub async fn open(home: &Home) -> Result<Daemon, DaemonError> {
         decision_ttl: Duration::from_secs(config.gateway.decision_ttl_seconds),
         hold_timeout: Duration::from_secs(config.gateway.hold_timeout_seconds),
     };
-    let enforcer = Arc::new(Enforcer::new(key, store, profile, approvers, settings));
+    let mut enforcer = Enforcer::new(key, store, profile, approvers, settings);
+    if let Some(x402) = &config.x402 {
+        let payer = Payer::from_config(x402, home.root()).map_err(setup("[x402]"))?;
+        tracing::info!(payer = %payer.address(), "x402 payer ready");
+        enforcer = enforcer.with_payer(payer);
+    }
+    let enforcer = Arc::new(enforcer);
     Ok(Daemon {
         enforcer,
         config,
@@ -349,7 +356,7 @@ fn enforce_error(err: enforce::EnforceError) -> ControlError {
 async fn handle(daemon: &Daemon, request: Request) -> Result<Value, ControlError> {
     let enforcer = &daemon.enforcer;
     match request {
-        Request::Decide { call } => to_value(&enforcer.decide(call).await.map_err(enforce_error)?),
+        Request::Decide { call } => to_value(&enforcer.decide(*call).await.map_err(enforce_error)?),
         Request::AwaitHold { decision_id } => to_value(
             &enforcer
                 .await_hold(&decision_id)
@@ -364,6 +371,24 @@ async fn handle(daemon: &Daemon, request: Request) -> Result<Value, ControlError
         } => to_value(
             &enforcer
                 .finish(&decision_id, end, result_digest, started_at)
+                .await
+                .map_err(enforce_error)?,
+        ),
+        Request::Pay { call, result } => to_value(
+            &enforcer
+                .authorize_mcp_payment(*call, &result)
+                .await
+                .map_err(enforce_error)?,
+        ),
+        Request::ConcludePayment {
+            decision_id,
+            outcome,
+            served,
+            result_digest,
+            started_at,
+        } => to_value(
+            &enforcer
+                .conclude_payment(&decision_id, outcome, served, result_digest, started_at)
                 .await
                 .map_err(enforce_error)?,
         ),

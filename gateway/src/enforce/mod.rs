@@ -20,6 +20,7 @@
 //! Every error on a high-risk path is a refusal (fail closed).
 
 pub mod inventory;
+pub mod pay;
 pub mod pins;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,12 +35,12 @@ use trustos_kernel::jws::{self, TYP_DECISION, TYP_RECEIPT};
 use trustos_kernel::keys::{GatewayKey, PublicKey, TrustedKeys};
 use trustos_kernel::objects::{
     Amount, DecisionType, ExecutionStatus, Mode, Outcome, PaymentTerms, PolicyDecision, Receipt,
-    ReceiptType, RequestFingerprint, Route, SafeIndex,
+    ReceiptType, RequestFingerprint, Route, SafeIndex, Settlement,
 };
 use trustos_kernel::timestamp::Timestamp;
 
 use crate::approval::{Approval, Verdict as ApprovalVerdict};
-use crate::policy::engine::{Call, Evaluation, Intent, decide_with_store};
+use crate::policy::engine::{Call, Evaluation, Intent, PaymentFacts, decide_with_store};
 use crate::policy::profile::Risk;
 use crate::policy::{self, ActiveProfile, Compiled, Reload};
 use crate::store::redb_store::RedbStore;
@@ -81,8 +82,93 @@ pub struct ToolCall {
     pub server: String,
     /// Tool name, exactly as called.
     pub tool: String,
-    /// The call's arguments (an object; `{}` when absent).
+    /// The call's arguments (an object; `{}` when absent). For an HTTP lane request: the
+    /// headers that matter and the body, as [`crate::http_lane`] builds them.
     pub arguments: Value,
+    /// An HTTP lane request: what is called (`server` is the lane, `tool` the method and path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpTarget>,
+    /// Payment terms a rail adapter will sign, bound into the fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<CallPayment>,
+}
+
+/// The target of an HTTP lane request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpTarget {
+    /// Upper-case method.
+    pub method: String,
+    /// The normalized absolute URL (the one normalization, shared with routing).
+    pub url: String,
+    /// Lower-case host, as routes match it.
+    pub host: String,
+    /// Normalized path, as routes match it.
+    pub path: String,
+}
+
+/// Payment terms of a call, with the asset as the profile names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallPayment {
+    /// Exactly what reaches the rail.
+    pub terms: PaymentTerms,
+    /// The profile's name of the asset (`usdc`), for amounts and budgets.
+    pub asset_symbol: String,
+}
+
+impl ToolCall {
+    /// The call as the policy classifies it.
+    pub fn policy_call(&self) -> Call {
+        match &self.http {
+            Some(target) => Call::Http {
+                method: target.method.clone(),
+                host: target.host.clone(),
+                path: target.path.clone(),
+            },
+            None => Call::Mcp {
+                server: self.server.clone(),
+                tool: self.tool.clone(),
+            },
+        }
+    }
+
+    /// The route a fingerprint names.
+    pub fn route(&self) -> Route {
+        match &self.http {
+            Some(target) => Route::Http {
+                method: target.method.clone(),
+                url: target.url.clone(),
+            },
+            None => Route::Mcp {
+                server: self.server.clone(),
+                tool: self.tool.clone(),
+            },
+        }
+    }
+
+    /// The request fingerprint with `terms`.
+    pub fn fingerprint(
+        &self,
+        terms: Option<PaymentTerms>,
+    ) -> Result<RequestFingerprint, trustos_kernel::canonical::CanonicalError> {
+        RequestFingerprint::new(
+            &self.tenant,
+            &self.agent,
+            self.route(),
+            &self.arguments,
+            terms,
+        )
+    }
+
+    /// Explicit payment facts for the policy (x402 terms), if the call has them.
+    fn payment_facts(&self) -> Option<PaymentFacts> {
+        let payment = self.payment.as_ref()?;
+        Some(PaymentFacts {
+            amount: payment.terms.amount.to_u128()?,
+            asset: payment.asset_symbol.clone(),
+            payee: payment.terms.pay_to.clone(),
+            network: payment.terms.network.clone(),
+        })
+    }
 }
 
 /// What the relay must do with a call.
@@ -291,6 +377,7 @@ pub struct Enforcer {
     holds: Mutex<HashMap<String, Hold>>,
     forwarded: Mutex<HashMap<String, Digest>>,
     generation: watch::Sender<u64>,
+    payer: Option<pay::Payer>,
 }
 
 /// Locks a mutex, recovering from a panicked holder (state here stays consistent per call).
@@ -321,7 +408,19 @@ impl Enforcer {
             holds: Mutex::new(HashMap::new()),
             forwarded: Mutex::new(HashMap::new()),
             generation: watch::Sender::new(1),
+            payer: None,
         }
+    }
+
+    /// The same enforcer, paying x402 requests with `payer`.
+    pub fn with_payer(mut self, payer: pay::Payer) -> Self {
+        self.payer = Some(payer);
+        self
+    }
+
+    /// The x402 payer, when `gateway.toml` configures one.
+    pub fn payer(&self) -> Option<&pay::Payer> {
+        self.payer.as_ref()
     }
 
     /// The gateway's signing key.
@@ -408,16 +507,17 @@ impl Enforcer {
         // Read first: a change during this decision makes the stamp stale, never too new.
         let generation = self.generation();
         let compiled = self.profile();
-        let mcp_call = Call::Mcp {
-            server: call.server.clone(),
-            tool: call.tool.clone(),
-        };
-        let route = compiled.classify(&mcp_call);
+        let policy_call = call.policy_call();
+        let route = compiled.classify(&policy_call);
         let route_risk = route.map_or(Risk::High, |route| route.risk);
         let route_id = route.map(|route| route.id.clone());
 
-        // 1. Pins: what the upstream listed, and whether an operator accepted it.
-        let pin = self.pins.check(&call.server, &call.tool).await?;
+        // 1. Pins: what the upstream listed, and whether an operator accepted it. An HTTP API
+        // lists nothing; its routes are the profile's.
+        let pin = match call.http {
+            Some(_) => PinCheck::Approved { destructive: false },
+            None => self.pins.check(&call.server, &call.tool).await?,
+        };
         let refusal = match &pin {
             PinCheck::Approved { .. } => None,
             PinCheck::NotListed => Some("TOOL_NOT_LISTED"),
@@ -429,8 +529,21 @@ impl Enforcer {
             return self.refuse_logged(&call, &compiled, route_risk, code).await;
         }
 
-        // 2. Classification: annotations can only raise.
-        if route_risk == Risk::Low {
+        // A tool or API priced by x402 (a paid route without argument pointers): the unpaid
+        // call only learns the price. Paying is decided with the offered terms, by
+        // `authorize_payment`.
+        if route_risk == Risk::Paid
+            && call.payment.is_none()
+            && route.is_some_and(|route| route.payment.is_none())
+        {
+            return Ok(Verdict::Pass {
+                route: route_id,
+                cacheable_at: None,
+            });
+        }
+
+        // 2. Classification: annotations can only raise. A call that pays is never low.
+        if route_risk == Risk::Low && call.payment.is_none() {
             if destructive {
                 return self
                     .refuse_logged(&call, &compiled, Risk::High, "TOOL_RISK_RAISED")
@@ -447,9 +560,9 @@ impl Enforcer {
             tenant: call.tenant.clone(),
             agent: call.agent.clone(),
             session: call.session.clone(),
-            call: mcp_call,
+            call: policy_call,
             arguments: call.arguments.clone(),
-            payment: None,
+            payment: call.payment_facts(),
         };
         let issued_at = now()?;
         let evaluation = self.evaluate(&compiled, &intent, issued_at).await?;
@@ -578,6 +691,13 @@ impl Enforcer {
         }
     }
 
+    /// Signs and logs a deny decided outside the policy (the HTTP lane's refusals: an agent's
+    /// own payment, a forged header, an offer the profile cannot pay).
+    pub async fn refuse_call(&self, call: &ToolCall, code: &str) -> Result<Verdict, EnforceError> {
+        let compiled = self.profile();
+        self.refuse_logged(call, &compiled, Risk::High, code).await
+    }
+
     /// Signs and logs a deny that the relay layer decided (pins, raised risk, contention).
     async fn refuse_logged(
         &self,
@@ -587,18 +707,11 @@ impl Enforcer {
         code: &str,
     ) -> Result<Verdict, EnforceError> {
         let issued_at = now()?;
-        let fingerprint = RequestFingerprint::new(
-            &call.tenant,
-            &call.agent,
-            Route::Mcp {
-                server: call.server.clone(),
-                tool: call.tool.clone(),
-            },
-            &call.arguments,
-            None,
-        )
-        .and_then(|request| request.digest())
-        .map_err(internal)?;
+        let terms = call.payment.as_ref().map(|payment| payment.terms.clone());
+        let fingerprint = call
+            .fingerprint(terms)
+            .and_then(|request| request.digest())
+            .map_err(internal)?;
         let profile = &compiled.profile.defaults.mode;
         let mode = match risk {
             Risk::Low => profile.low,
@@ -878,12 +991,9 @@ impl Enforcer {
             tenant: call.tenant.clone(),
             agent: call.agent.clone(),
             session: call.session.clone(),
-            call: Call::Mcp {
-                server: call.server.clone(),
-                tool: call.tool.clone(),
-            },
+            call: call.policy_call(),
             arguments: call.arguments.clone(),
-            payment: None,
+            payment: call.payment_facts(),
         };
         let issued_at = now()?;
         let evaluation = self.evaluate(&compiled, &intent, issued_at).await?;
@@ -936,7 +1046,21 @@ impl Enforcer {
         result_digest: Option<Digest>,
         started_at: Timestamp,
     ) -> Result<IssuedReceipt, EnforceError> {
-        let (status, settlement) = match end {
+        self.finish_paid(decision_id, end, result_digest, started_at, None)
+            .await
+    }
+
+    /// [`Enforcer::finish`] for a call a rail adapter paid: the receipt names the rail's
+    /// reference when money moved.
+    pub async fn finish_paid(
+        &self,
+        decision_id: &str,
+        end: CallEnd,
+        result_digest: Option<Digest>,
+        started_at: Timestamp,
+        settlement: Option<Settlement>,
+    ) -> Result<IssuedReceipt, EnforceError> {
+        let (status, budget) = match end {
             CallEnd::Completed => (ExecutionStatus::Completed, BudgetSettlement::Capture),
             // The tool ran and said it failed: whether money moved is for reconciliation.
             CallEnd::ToolError => (ExecutionStatus::Failed, BudgetSettlement::Keep),
@@ -960,7 +1084,7 @@ impl Enforcer {
                 fingerprint,
                 status,
                 result_digest,
-                settlement: None,
+                settlement,
                 started_at,
                 completed_at,
                 log_index: SafeIndex::new(index).map_err(|err| err.to_string())?,
@@ -974,7 +1098,7 @@ impl Enforcer {
             .store
             .commit_receipt(ReceiptCommit {
                 decision_id: decision_id.to_owned(),
-                settlement,
+                settlement: budget,
                 build,
             })
             .await?;
@@ -1007,6 +1131,14 @@ async fn settled_within(
 
 /// The request fingerprint of a call as the policy saw it (payment terms included when found).
 fn fingerprint_of(call: &ToolCall, evaluation: &Evaluation) -> Result<Digest, EnforceError> {
+    // Terms a rail adapter will sign are bound exactly; else the terms the policy read from the
+    // arguments.
+    if let Some(payment) = &call.payment {
+        return call
+            .fingerprint(Some(payment.terms.clone()))
+            .and_then(|request| request.digest())
+            .map_err(internal);
+    }
     let terms = evaluation.payment.as_ref().map(|payment| PaymentTerms {
         scheme: "exact".into(),
         network: payment.network.clone(),
@@ -1014,19 +1146,12 @@ fn fingerprint_of(call: &ToolCall, evaluation: &Evaluation) -> Result<Digest, En
         amount: Amount::from(payment.amount),
         pay_to: payment.payee.clone(),
         resource: format!("mcp://{}/{}", call.server, call.tool),
+        payer: None,
+        offer_digest: None,
     });
-    RequestFingerprint::new(
-        &call.tenant,
-        &call.agent,
-        Route::Mcp {
-            server: call.server.clone(),
-            tool: call.tool.clone(),
-        },
-        &call.arguments,
-        terms,
-    )
-    .and_then(|request| request.digest())
-    .map_err(internal)
+    call.fingerprint(terms)
+        .and_then(|request| request.digest())
+        .map_err(internal)
 }
 
 /// What a relay needs from the gateway: the daemon's [`Enforcer`] in-process, or the control
@@ -1060,6 +1185,19 @@ pub trait Authority: Send + Sync + 'static {
         decision_id: &str,
         approve: bool,
     ) -> Result<ApprovalOutcome, EnforceError>;
+    /// An MCP tool answered `call` with an x402 payment request (`result`, the tool result):
+    /// decide and sign the payment ([`Enforcer::authorize_payment`]).
+    async fn pay(&self, call: ToolCall, result: Value)
+    -> Result<pay::PaymentVerdict, EnforceError>;
+    /// Records how a paid retry ended and receipts it ([`Enforcer::conclude_payment`]).
+    async fn conclude_payment(
+        &self,
+        decision_id: &str,
+        outcome: pay::PaidOutcome,
+        served: bool,
+        result_digest: Option<Digest>,
+        started_at: Timestamp,
+    ) -> Result<pay::ConcludedPayment, EnforceError>;
 }
 
 #[async_trait::async_trait]
@@ -1096,5 +1234,30 @@ impl Authority for Enforcer {
         approve: bool,
     ) -> Result<ApprovalOutcome, EnforceError> {
         Enforcer::host_answer(self, decision_id, approve).await
+    }
+    async fn pay(
+        &self,
+        call: ToolCall,
+        result: Value,
+    ) -> Result<pay::PaymentVerdict, EnforceError> {
+        Enforcer::authorize_mcp_payment(self, call, &result).await
+    }
+    async fn conclude_payment(
+        &self,
+        decision_id: &str,
+        outcome: pay::PaidOutcome,
+        served: bool,
+        result_digest: Option<Digest>,
+        started_at: Timestamp,
+    ) -> Result<pay::ConcludedPayment, EnforceError> {
+        Enforcer::conclude_payment(
+            self,
+            decision_id,
+            outcome,
+            served,
+            result_digest,
+            started_at,
+        )
+        .await
     }
 }

@@ -63,6 +63,7 @@ use self::router::Answer;
 use crate::config::{GatewayConfig, TokenConfig, valid_server_name};
 use crate::enforce::{Authority, Enforcer, random_id};
 use crate::home::Home;
+use crate::http_lane::lane::{HttpLane, LaneRequest};
 use crate::mcp::era::Era;
 use crate::mcp::http_upstream::{
     HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID,
@@ -106,7 +107,18 @@ pub async fn serve(
         .local_addr()
         .map_err(|err| format!("cannot read the bound address of {address}: {err}"))?;
     let call_timeout = Duration::from_secs(config.gateway.call_timeout_seconds.max(1));
+    let lane = if config.http.is_empty() {
+        None
+    } else {
+        let lane = HttpLane::new(Arc::clone(&enforcer), &config, home.root())
+            .map_err(|err| err.to_string())?;
+        if let Some(payer) = lane.payer() {
+            tracing::info!(%payer, "x402 rail ready");
+        }
+        Some(Arc::new(lane))
+    };
     let front = Arc::new(Front {
+        lane,
         authority: enforcer,
         config,
         home,
@@ -189,6 +201,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The front's state.
 struct Front {
+    /// The HTTP lane, when `gateway.toml` configures `[http.*]` APIs.
+    lane: Option<Arc<HttpLane>>,
     authority: Arc<dyn Authority>,
     config: GatewayConfig,
     home: Home,
@@ -235,7 +249,17 @@ enum Outcome {
 
 impl Front {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        // 1. Route.
+        // 1. Route: the HTTP lane, or an MCP server.
+        if let Some(rest) = request.uri().path().strip_prefix("/http/") {
+            let (name, path) = rest.split_once('/').map_or((rest, ""), |(n, p)| (n, p));
+            let (name, path) = (name.to_owned(), format!("/{path}"));
+            let path = if rest.contains('/') {
+                path
+            } else {
+                String::new()
+            };
+            return self.http_lane(request, name, path).await;
+        }
         let Some(name) = request
             .uri()
             .path()
@@ -302,6 +326,73 @@ impl Front {
             Method::GET => self.get(request.headers(), &caller, era),
             _ => self.delete(request.headers(), &caller, era).await,
         }
+    }
+
+    /// A request for the HTTP lane: origin and bearer checks as for `/mcp`, then the lane.
+    async fn http_lane(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        name: String,
+        path: String,
+    ) -> Response<Body> {
+        let headers = request.headers();
+        if let Some(origin) = headers.get(ORIGIN)
+            && !checks::origin_allowed(origin, &self.config.gateway.allowed_origins)
+        {
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "HTTP_ORIGIN_NOT_ALLOWED",
+                "the request's Origin is not allowed",
+                "Add the origin (scheme://host) to allowed_origins in the [gateway] table of gateway.toml if this page should reach the gateway.",
+            );
+        }
+        let Some(token) = checks::bearer(headers).and_then(|token| self.config.token(token)) else {
+            return unauthorized(checks::bearer(headers).is_some());
+        };
+        // Only a caller with a token learns which APIs exist (as for /mcp).
+        let Some(lane) = self.lane.as_ref().filter(|lane| lane.has(&name)) else {
+            return refusal(
+                StatusCode::NOT_FOUND,
+                "HTTP_NOT_FOUND",
+                &format!("no HTTP API named {name:?}"),
+                "Add an [http.NAME] table with `url` to gateway.toml, or use a configured name.",
+            );
+        };
+        if !token.servers.is_empty() && !token.servers.contains(&name) {
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "HTTP_TOKEN_NOT_ALLOWED",
+                &format!("this token may not reach the HTTP API {name:?}"),
+                "Add the API to this token's `servers` list in gateway.toml, or use a token allowed on it.",
+            );
+        }
+        let (tenant, agent) = (token.tenant.clone(), token.agent.clone());
+        let rest = match request.uri().query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        let (parts, body) = request.into_parts();
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = match read_body(body, declared).await {
+            Ok(body) => body,
+            Err(response) => return *response,
+        };
+        let response = lane
+            .handle(LaneRequest {
+                lane: name,
+                tenant,
+                agent,
+                method: parts.method,
+                rest,
+                headers: parts.headers,
+                body,
+            })
+            .await;
+        response.map(|body| body.map_err(|never| match never {}).boxed_unsync())
     }
 
     async fn post(

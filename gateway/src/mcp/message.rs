@@ -354,6 +354,67 @@ impl Message {
             Some(_) => Err(FrameError::NotJsonRpc("_meta must be an object".into())),
         }
     }
+
+    /// Text of a response with the members of `result._meta` whose keys start with `prefix`
+    /// removed; `Ok(None)` when it has none. Only `_meta`'s text is rewritten, and the members
+    /// kept keep their order and the exact text of their values.
+    pub fn without_result_meta(&self, prefix: &str) -> Result<Option<String>, FrameError> {
+        let (Some(Value::Object(result)), Some(range)) = (self.result(), self.result.clone())
+        else {
+            return Ok(None);
+        };
+        let Some(Value::Object(meta)) = result.get("_meta") else {
+            return Ok(None);
+        };
+        if !meta.keys().any(|key| key.starts_with(prefix)) {
+            return Ok(None);
+        }
+        let inner = &self.text[range.clone()];
+        let meta_range = meta_member_range(inner)
+            .ok_or_else(|| FrameError::NotJsonRpc("cannot locate _meta in the message".into()))?;
+        let members: RawMembers<'_> = serde_json::from_str(&inner[meta_range.clone()])
+            .map_err(|err| FrameError::NotJsonRpc(err.to_string()))?;
+        let kept: Vec<String> = members
+            .0
+            .iter()
+            .filter(|(key, _)| !key.starts_with(prefix))
+            .map(|(key, value)| format!("{}:{}", Value::String(key.clone()), value.get()))
+            .collect();
+        let start = range.start + meta_range.start;
+        let end = range.start + meta_range.end;
+        Ok(Some(format!(
+            "{}{{{}}}{}",
+            &self.text[..start],
+            kept.join(","),
+            &self.text[end..]
+        )))
+    }
+}
+
+/// The members of a JSON object in order, each value as its exact text.
+struct RawMembers<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawMembers<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Members<'a> {
+            type Value = RawMembers<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(RawMembers(members))
+            }
+        }
+        deserializer.deserialize_map(Members(std::marker::PhantomData))
+    }
 }
 
 /// Range of the `_meta` member's value inside the object text `object`.
@@ -534,6 +595,41 @@ mod tests {
         assert_eq!(
             out,
             r#"{"jsonrpc":"2.0","id":7,"result":{"_meta":{"io.trustos/receipt":"r"},"content":[]}}"#
+        );
+    }
+
+    #[test]
+    fn reserved_result_meta_is_removed_and_nothing_else() {
+        let text = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[], "_meta" : {"a":1.50,"io.trustos/receipt":"forged","x402/payment-response":{"success":true},"io.trustos/decision":"d"},"isError":false}}"#;
+        let out = one(text)
+            .without_result_meta("io.trustos/")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"content":[], "_meta" : {"a":1.50,"x402/payment-response":{"success":true}},"isError":false}}"#
+        );
+        let only = r#"{"jsonrpc":"2.0","id":7,"result":{"_meta":{"io.trustos/receipt":"r"}}}"#;
+        assert_eq!(
+            one(only)
+                .without_result_meta("io.trustos/")
+                .unwrap()
+                .unwrap(),
+            r#"{"jsonrpc":"2.0","id":7,"result":{"_meta":{}}}"#
+        );
+        let clean = r#"{"jsonrpc":"2.0","id":7,"result":{"_meta":{"progressToken":1}}}"#;
+        assert!(
+            one(clean)
+                .without_result_meta("io.trustos/")
+                .unwrap()
+                .is_none()
+        );
+        let request = r#"{"jsonrpc":"2.0","id":7,"method":"x","params":{"_meta":{"io.trustos/decision":"d"}}}"#;
+        assert!(
+            one(request)
+                .without_result_meta("io.trustos/")
+                .unwrap()
+                .is_none()
         );
     }
 

@@ -8,8 +8,10 @@
 //! Phases of a client message: strict parse → batch rule of the negotiated era → lifecycle
 //! (nothing but `initialize`/`ping` before the handshake, in eras that have one) → method
 //! allow-list → for `tools/call`: the authority's verdict (pass, forward with decision, refuse
-//! with reasons, or hold) → forward. Phases of an upstream message: strict parse → match the
-//! response to its request → record the era, pin the tools, or receipt the call → deliver.
+//! with reasons, or hold) → forward. Phases of an upstream message: strict parse → drop the
+//! upstream's own `io.trustos/*` entries from `result._meta` → match the response to its request
+//! → record the era, pin the tools, pay and retry once (an x402 payment request), or receipt the
+//! call → deliver.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,7 +30,9 @@ use super::message::{
     self, Frame, FrameError, Id, Kind, MAX_MESSAGE_BYTES, META_DECISION, META_RECEIPT, Message,
     codes,
 };
+use crate::enforce::pay::{PaidOutcome, PaymentVerdict};
 use crate::enforce::{self, Authority, CallEnd, Reason, ToolCall, Verdict};
+use trustos_adapters::x402::wire as x402_wire;
 
 /// `_meta` keys only the gateway may write.
 pub const RESERVED_META_PREFIX: &str = "io.trustos/";
@@ -88,8 +92,17 @@ enum Pending {
         decision_id: String,
         started_at: Timestamp,
     },
-    /// Waiting for a verdict (or an approval: then the challenge's decision id).
+    /// Waiting for a verdict (or an approval: then the challenge's decision id), or for the
+    /// daemon to decide and sign a payment.
     Held(Option<String>),
+    /// A `tools/call` forwarded without a decision (low risk, or a paid tool asked for its
+    /// price): if the tool answers with an x402 payment request, the gateway pays and retries.
+    Probe(Box<Message>),
+    /// A paid retry: the decision that allowed the payment, and when it was sent.
+    Paid {
+        decision_id: String,
+        started_at: Timestamp,
+    },
     Other,
 }
 
@@ -482,6 +495,21 @@ impl Relay {
                 )
                 .await;
         }
+        // Money moves only through the gateway's own adapters: an agent's own x402 payment is
+        // refused, whatever the tool's risk.
+        if let Err(err) =
+            trustos_adapters::x402::wire::refuse_agent_payment_meta(params.get("_meta"))
+        {
+            self.state().pending.remove(&id);
+            return self
+                .reply_error(
+                    &id,
+                    codes::GATEWAY_REFUSED,
+                    &err.to_string(),
+                    err.reason_code(),
+                )
+                .await;
+        }
         let tool_call = ToolCall {
             tenant: self.identity.tenant.clone(),
             agent: self.identity.agent.clone(),
@@ -489,6 +517,8 @@ impl Relay {
             server: self.identity.server.clone(),
             tool: call.name.to_string(),
             arguments: Value::Object(call.arguments.unwrap_or_default()),
+            http: None,
+            payment: None,
         };
         let verdict = self.authority.decide(tool_call).await;
         match verdict {
@@ -608,8 +638,11 @@ impl Relay {
         });
         match verdict {
             Verdict::Pass { .. } => {
-                self.state().pending.insert(id, Pending::Other);
-                self.forward(message.text().to_owned()).await;
+                let text = message.text().to_owned();
+                self.state()
+                    .pending
+                    .insert(id, Pending::Probe(Box::new(message)));
+                self.forward(text).await;
             }
             Verdict::Forward {
                 decision_id,
@@ -748,6 +781,27 @@ impl Relay {
                 return;
             }
         };
+        // `io.trustos/*` entries come only from the gateway: an upstream's own (a receipt posing
+        // as the gateway's, perhaps replayed from another call) are dropped before anything
+        // reads the result, as the HTTP lane drops an upstream's `Trust-*` headers.
+        let message = match message
+            .without_result_meta(RESERVED_META_PREFIX)
+            .and_then(|text| text.map(|text| Message::parse(text.as_bytes())).transpose())
+        {
+            Ok(None) => message,
+            Ok(Some(cleaned)) => {
+                tracing::warn!("dropped io.trustos/* _meta entries the upstream wrote");
+                cleaned
+            }
+            Err(err) => {
+                if let Some(id) = &id {
+                    let text = format!("the upstream answered with an unreadable _meta: {err}");
+                    self.fail_pending(id, &text, "MCP_UPSTREAM_UNREADABLE")
+                        .await;
+                }
+                return;
+            }
+        };
         let pending = id.as_ref().and_then(|id| self.state().pending.remove(id));
         let text = match pending {
             Some(Pending::Initialize) => {
@@ -797,6 +851,34 @@ impl Relay {
                 });
                 return;
             }
+            Some(Pending::Probe(request)) => {
+                let asks_payment = message.result().is_some_and(|result| {
+                    matches!(
+                        x402_wire::payment_required_from_mcp_result(result),
+                        Ok(Some(_)) | Err(_)
+                    )
+                });
+                if asks_payment && let Some(id) = id {
+                    let relay = Arc::clone(self);
+                    self.state().pending.insert(id.clone(), Pending::Held(None));
+                    tokio::spawn(async move { relay.pay_and_retry(id, *request, message).await });
+                    return;
+                }
+                message.text().to_owned()
+            }
+            Some(Pending::Paid {
+                decision_id,
+                started_at,
+            }) => {
+                let relay = Arc::clone(self);
+                tokio::spawn(async move {
+                    let text = relay
+                        .receipted_paid(&message, &decision_id, started_at)
+                        .await;
+                    relay.deliver(id.as_ref(), text).await;
+                });
+                return;
+            }
             Some(Pending::Held(_) | Pending::Other) | None => message.text().to_owned(),
         };
         self.deliver(id.as_ref(), text).await;
@@ -839,6 +921,212 @@ impl Relay {
         }
     }
 
+    /// Receipts a call that will get no answer as `unknown` (money may have moved); a paid
+    /// retry is recorded as an unknown payment, never paid again.
+    async fn end_unknown(&self, pending: &Pending) {
+        match pending {
+            Pending::Enforced {
+                decision_id,
+                started_at,
+            } => {
+                let _ = self
+                    .authority
+                    .finish(decision_id, CallEnd::Unknown, None, *started_at)
+                    .await;
+            }
+            Pending::Paid {
+                decision_id,
+                started_at,
+            } => {
+                let outcome = PaidOutcome::Unknown {
+                    detail: "the upstream gave no answer to the paid call".into(),
+                };
+                let _ = self
+                    .authority
+                    .conclude_payment(decision_id, outcome, false, None, *started_at)
+                    .await;
+            }
+            _ => {}
+        }
+    }
+
+    /// A paid tool asked for money: the daemon decides and signs, and the call is retried once
+    /// with `_meta["x402/payment"]` and the decision. A refusal answers the host instead.
+    async fn pay_and_retry(self: Arc<Self>, id: Id, request: Message, answer: Message) {
+        let tool = tool_name(&request);
+        let Some(call) = self.tool_call_of(&request) else {
+            self.state().pending.remove(&id);
+            self.deliver(Some(&id), answer.text().to_owned()).await;
+            return;
+        };
+        let result = answer.result().cloned().unwrap_or(Value::Null);
+        let verdict = self.authority.pay(call, result).await;
+        let still_wanted = matches!(self.state().pending.get(&id), Some(Pending::Held(_)));
+        match verdict {
+            Ok(PaymentVerdict::Pay {
+                decision_id,
+                decision,
+                payload,
+                ..
+            }) => {
+                let Ok(started_at) = enforce::now() else {
+                    return;
+                };
+                if !still_wanted {
+                    // Cancelled while the payment was decided: nothing was sent.
+                    let outcome = PaidOutcome::Failed {
+                        reason: "not sent: the host cancelled the call".into(),
+                    };
+                    let _ = self
+                        .authority
+                        .conclude_payment(&decision_id, outcome, false, None, started_at)
+                        .await;
+                    return;
+                }
+                let decision_json = Value::String(decision).to_string();
+                let retry = request
+                    .with_meta_member(META_DECISION, &decision_json)
+                    .and_then(|text| Message::parse(text.as_bytes()))
+                    .and_then(|message| {
+                        message.with_meta_member(x402_wire::MCP_META_PAYMENT, &payload)
+                    });
+                match retry {
+                    Ok(text) => {
+                        self.state().pending.insert(
+                            id,
+                            Pending::Paid {
+                                decision_id,
+                                started_at,
+                            },
+                        );
+                        self.forward(text).await;
+                    }
+                    Err(err) => {
+                        self.state().pending.remove(&id);
+                        let outcome = PaidOutcome::Failed {
+                            reason: format!("not sent: {err}"),
+                        };
+                        let _ = self
+                            .authority
+                            .conclude_payment(&decision_id, outcome, false, None, started_at)
+                            .await;
+                        self.reply_error(
+                            &id,
+                            codes::INVALID_PARAMS,
+                            &err.to_string(),
+                            err.reason_code(),
+                        )
+                        .await;
+                    }
+                }
+            }
+            Ok(PaymentVerdict::Refuse {
+                decision_id,
+                decision,
+                reasons,
+                ..
+            }) => {
+                if !still_wanted {
+                    return;
+                }
+                self.state().pending.remove(&id);
+                let text = message::result_response(
+                    &id,
+                    self.refusal_result(
+                        "refused to pay for",
+                        &tool,
+                        decision_id.as_deref(),
+                        decision,
+                        &reasons,
+                    ),
+                );
+                self.deliver(Some(&id), text).await;
+            }
+            Err(err) => {
+                self.state().pending.remove(&id);
+                tracing::warn!(%err, "no payment verdict: refusing the call");
+                let reasons = vec![Reason::new("GATEWAY_UNAVAILABLE")];
+                let text = message::result_response(
+                    &id,
+                    self.refusal_result("refused to pay for", &tool, None, None, &reasons),
+                );
+                self.deliver(Some(&id), text).await;
+            }
+        }
+    }
+
+    /// The paid retry's result with its receipt; the settlement in
+    /// `result._meta["x402/payment-response"]` decides what the receipt says.
+    async fn receipted_paid(
+        &self,
+        message: &Message,
+        decision_id: &str,
+        started_at: Timestamp,
+    ) -> String {
+        let result = message.result();
+        let is_error = result
+            .and_then(|r| r.get("isError"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        let settlement = result.map(x402_wire::settlement_from_mcp_result);
+        let asked_again = result
+            .is_some_and(|r| matches!(x402_wire::payment_required_from_mcp_result(r), Ok(Some(_))));
+        let outcome = match settlement {
+            Some(Ok(Some(settled))) if !asked_again || !settled.success => {
+                PaidOutcome::from(trustos_adapters::x402::report_of(Some(&settled)))
+            }
+            Some(Ok(_)) if asked_again => PaidOutcome::Unknown {
+                detail: "the tool asked for payment again after payment".into(),
+            },
+            Some(Ok(None)) => PaidOutcome::Unknown {
+                detail: "no settlement in the result".into(),
+            },
+            Some(Ok(Some(_))) => PaidOutcome::Unknown {
+                detail: "the tool asked for payment again after payment".into(),
+            },
+            Some(Err(err)) => PaidOutcome::Unknown {
+                detail: format!("unreadable settlement: {}", err.reason_code()),
+            },
+            None => PaidOutcome::Unknown {
+                detail: "the tool answered with a JSON-RPC error".into(),
+            },
+        };
+        let served = message.kind() == Kind::Result && !is_error;
+        let digest = result.and_then(|r| Digest::of_canonical_value(r).ok());
+        match self
+            .authority
+            .conclude_payment(decision_id, outcome, served, digest, started_at)
+            .await
+        {
+            Ok(concluded) if message.kind() == Kind::Result => {
+                let value = Value::String(concluded.receipt.receipt).to_string();
+                message
+                    .with_meta_member(META_RECEIPT, &value)
+                    .unwrap_or_else(|_| message.text().to_owned())
+            }
+            Ok(_) => message.text().to_owned(),
+            Err(err) => {
+                tracing::error!(%err, decision_id, "the paid call ran but its receipt could not be issued");
+                message.text().to_owned()
+            }
+        }
+    }
+
+    /// The call a `tools/call` request names, as the daemon decides it.
+    fn tool_call_of(&self, request: &Message) -> Option<ToolCall> {
+        let call = CallToolRequestParams::deserialize(request.params()?).ok()?;
+        Some(ToolCall {
+            tenant: self.identity.tenant.clone(),
+            agent: self.identity.agent.clone(),
+            session: self.identity.session.clone(),
+            server: self.identity.server.clone(),
+            tool: call.name.to_string(),
+            arguments: Value::Object(call.arguments.unwrap_or_default()),
+            http: None,
+            payment: None,
+        })
+    }
+
     /// A message could not be delivered upstream (HTTP transport): its request fails, and an
     /// enforced call ends with an `unknown` receipt.
     pub async fn upstream_failed(&self, sent: &str, error: &str) {
@@ -863,16 +1151,7 @@ impl Relay {
         let Some(pending) = self.state().pending.remove(id) else {
             return;
         };
-        if let Pending::Enforced {
-            decision_id,
-            started_at,
-        } = pending
-        {
-            let _ = self
-                .authority
-                .finish(&decision_id, CallEnd::Unknown, None, started_at)
-                .await;
-        }
+        self.end_unknown(&pending).await;
         self.reply_error(id, codes::INTERNAL_ERROR, message, reason)
             .await;
     }
@@ -901,16 +1180,7 @@ impl Relay {
     pub async fn upstream_closed(&self) {
         let pending: Vec<(Id, Pending)> = self.state().pending.drain().collect();
         for (id, pending) in pending {
-            if let Pending::Enforced {
-                decision_id,
-                started_at,
-            } = &pending
-            {
-                let _ = self
-                    .authority
-                    .finish(decision_id, CallEnd::Unknown, None, *started_at)
-                    .await;
-            }
+            self.end_unknown(&pending).await;
             if matches!(pending, Pending::Held(_)) {
                 continue;
             }

@@ -268,6 +268,15 @@ fn minute_of_day(text: &str) -> i64 {
     hours * 60 + minutes
 }
 
+/// A set of payees in the spelling calls are compared in ([`super::engine::normalize_payee`]).
+fn payee_set(values: &[String]) -> RestrictedExpression {
+    let normalized: Vec<String> = values
+        .iter()
+        .map(|payee| super::engine::normalize_payee(payee))
+        .collect();
+    string_set(&normalized)
+}
+
 fn string_set(values: &[String]) -> RestrictedExpression {
     let mut sorted: Vec<&String> = values.iter().collect();
     sorted.sort();
@@ -706,9 +715,9 @@ fn entities(profile: &Profile, schema: &Schema) -> Result<Entities, String> {
         ),
         (
             "payeeAllow".into(),
-            string_set(profile.payees.allow.as_deref().unwrap_or_default()),
+            payee_set(profile.payees.allow.as_deref().unwrap_or_default()),
         ),
-        ("payeeDeny".into(), string_set(&profile.payees.deny)),
+        ("payeeDeny".into(), payee_set(&profile.payees.deny)),
         (
             "hasHours".into(),
             RestrictedExpression::new_bool(schedule.from.is_some()),

@@ -231,7 +231,10 @@ fn pointer_text(arguments: &Value, pointer: Option<&String>) -> Option<String> {
 /// Payment facts from explicit terms, else from the route's pointers.
 fn payment_facts(route: Option<&RouteRule>, intent: &Intent) -> Option<PaymentFacts> {
     if let Some(payment) = &intent.payment {
-        return Some(payment.clone());
+        return Some(PaymentFacts {
+            payee: normalize_payee(&payment.payee),
+            ..payment.clone()
+        });
     }
     let pointers = route?.payment.as_ref()?;
     let amount_text = pointer_text(&intent.arguments, Some(&pointers.amount))?;
@@ -245,11 +248,28 @@ fn payment_facts(route: Option<&RouteRule>, intent: &Intent) -> Option<PaymentFa
         asset: pointer_text(&intent.arguments, pointers.asset.as_ref())
             .or_else(|| pointers.default_asset.clone())
             .unwrap_or_default(),
-        payee: pointer_text(&intent.arguments, pointers.payee.as_ref()).unwrap_or_default(),
+        payee: normalize_payee(
+            &pointer_text(&intent.arguments, pointers.payee.as_ref()).unwrap_or_default(),
+        ),
         network: pointer_text(&intent.arguments, pointers.network.as_ref())
             .or_else(|| pointers.default_network.clone())
             .unwrap_or_default(),
     })
+}
+
+/// The one spelling of a payee that profiles and calls are compared in: an EVM address
+/// (`0x` and 40 hex digits) in lower case, so that an EIP-55 checksummed or upper-case spelling
+/// of a denied address is still denied; anything else exactly as written.
+pub fn normalize_payee(payee: &str) -> String {
+    let hex = payee
+        .strip_prefix("0x")
+        .or_else(|| payee.strip_prefix("0X"));
+    match hex {
+        Some(digits) if digits.len() == 40 && digits.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            format!("0x{}", digits.to_ascii_lowercase())
+        }
+        _ => payee.to_owned(),
+    }
 }
 
 fn to_long(value: u128) -> Option<i64> {
@@ -460,7 +480,13 @@ impl Compiled {
                     ("network".to_owned(), text(facts.network.clone())),
                     (
                         "payeeKnown".to_owned(),
-                        RestrictedExpression::new_bool(state.known_payees.contains(&facts.payee)),
+                        RestrictedExpression::new_bool(
+                            state.known_payees.contains(&facts.payee)
+                                || state
+                                    .known_payees
+                                    .iter()
+                                    .any(|known| normalize_payee(known) == facts.payee),
+                        ),
                     ),
                     ("minuteOfDay".to_owned(), number(minute_of_day)),
                     ("weekday".to_owned(), number(weekday)),

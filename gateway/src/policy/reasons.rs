@@ -326,6 +326,319 @@ pub const REASONS: &[(&str, &str)] = &[
         "MCP_CALL_TIMEOUT",
         "The upstream did not answer within call_timeout_seconds; check the server, or raise the timeout in gateway.toml.",
     ),
+    (
+        "HTTP_URL_INVALID",
+        "Send a valid http(s) URL: RFC 3986 characters only, percent-encoding as % and two hex digits, no spaces or control characters.",
+    ),
+    (
+        "HTTP_URL_TOO_LONG",
+        "Send URLs of at most 16 KiB; move large data into the request body.",
+    ),
+    ("HTTP_URL_SCHEME", "Use an http:// or https:// URL."),
+    (
+        "HTTP_URL_HOST",
+        "Name the host with letters, digits, '-' and '.' (an internationalized name in its xn-- form), a dotted-decimal IPv4 address or a bracketed IPv6 address, without a trailing dot.",
+    ),
+    ("HTTP_URL_PORT", "Use a port between 1 and 65535."),
+    (
+        "HTTP_URL_USERINFO",
+        "Remove user:password@ from the URL; send credentials in a header.",
+    ),
+    (
+        "HTTP_URL_FRAGMENT",
+        "Remove the #fragment from the URL: it is never sent to a server.",
+    ),
+    (
+        "HTTP_URL_NON_ASCII",
+        "Percent-encode non-ASCII characters as UTF-8, and write an internationalized host name in its xn-- form.",
+    ),
+    (
+        "HTTP_URL_BACKSLASH",
+        "Remove the backslash from the URL: servers disagree on whether it separates path segments.",
+    ),
+    (
+        "HTTP_URL_ESCAPES_BASE",
+        "Remove the .. segments that climb above the upstream's base path (or above the root); call a path under the base.",
+    ),
+    (
+        "HTTP_URL_ENCODED_SEPARATOR",
+        "Do not percent-encode a slash or a backslash inside a path segment (%2F, %5C): servers disagree on whether it separates segments.",
+    ),
+    (
+        "HTTP_URL_ENCODED_DOT_SEGMENT",
+        "Write . and .. path segments plainly, without percent-encoding or a ; parameter (%2E%2E, ..;): servers disagree on whether they climb.",
+    ),
+    (
+        "HTTP_BODY_INVALID_JSON",
+        "Send a body that is strict JSON when Content-Type says JSON (no duplicate keys, integers within 2^53), or send another Content-Type.",
+    ),
+    (
+        "HTTP_TRUST_HEADER_FORGED",
+        "Remove Trust-* headers from the request: the gateway alone writes them.",
+    ),
+    (
+        "HTTP_ROUTING_OVERRIDE",
+        "Remove X-Original-URL, X-Rewrite-URL, X-HTTP-Method-Override, X-HTTP-Method and X-Method-Override from the request: some servers route by them, so the request run would not be the one decided. Send the method and path you mean.",
+    ),
+    (
+        "HTTP_UPSTREAM_FAILED",
+        "The upstream API could not be reached or did not answer; check [http.NAME].url and the API's health, then retry.",
+    ),
+    (
+        "PAYMENT_NOT_ALLOWED",
+        "The policy did not allow this payment (shadow mode passes the call, but money never moves without an allow); see the decision's reasons.",
+    ),
+    (
+        "PAYMENT_TERMS_MISMATCH",
+        "The terms about to be signed differ from the ones the decision binds; nothing was paid. Retry the request so it is decided afresh.",
+    ),
+    (
+        "PAYMENT_DECISION_NOT_IN_FORCE",
+        "The decision expired (or its signature failed) before payment; nothing was paid. Retry the request, or raise decision_ttl_seconds.",
+    ),
+    (
+        "PAYMENT_ALREADY_AUTHORIZED",
+        "This decision already authorized a payment, and one decision never pays twice; reconcile the earlier attempt instead of retrying it.",
+    ),
+    (
+        "PAYMENT_REPLAY",
+        "The replay set already holds this authorization; nothing new was signed. Retry the request so it is decided afresh.",
+    ),
+    (
+        "PAYMENT_LEDGER_UNAVAILABLE",
+        "The gateway could not record the payment attempt, so it paid nothing; check the store (disk space, permissions) and retry.",
+    ),
+    (
+        "PAYMENT_INTERNAL",
+        "The gateway could not prepare the payment and paid nothing; see the daemon log.",
+    ),
+    (
+        "X402_NOT_CONFIGURED",
+        "The API asked for payment but the gateway has no x402 payer: add an [x402] table with key_file or key_env to gateway.toml.",
+    ),
+    (
+        "X402_AGENT_PAYMENT",
+        "Remove PAYMENT-SIGNATURE / X-PAYMENT headers and _meta[\"x402/payment\"] from the agent's request: the gateway pays, agents never do.",
+    ),
+    (
+        "X402_NO_ACCEPTABLE_REQUIREMENT",
+        "No offer of the server fits the profile; see each offer's reason in the decision, and widen [assets], [networks], [payees] or [[amounts]] if the payment is wanted.",
+    ),
+    (
+        "X402_SCHEME_UNSUPPORTED",
+        "The server offers only schemes the gateway does not sign; the gateway pays with x402 exact on EVM.",
+    ),
+    (
+        "X402_NETWORK_UNKNOWN",
+        "The server offers a network the gateway does not know; it pays on EVM networks named in CAIP-2 (eip155:N) or by their x402 v1 names.",
+    ),
+    (
+        "X402_NETWORK_NOT_ALLOWED",
+        "Add the network to [networks] allow (and remove it from deny) in the profile if this payment is wanted.",
+    ),
+    (
+        "X402_ASSET_INVALID",
+        "The server's asset is not a valid EVM address; the API is misconfigured.",
+    ),
+    (
+        "X402_ASSET_UNKNOWN",
+        "The offered token is not a known asset on that network; add it under [[x402.assets]] in gateway.toml if it is genuine.",
+    ),
+    (
+        "X402_ASSET_NOT_ALLOWED",
+        "Add the asset's symbol to [assets] allow (and remove it from deny) in the profile if this payment is wanted.",
+    ),
+    (
+        "X402_ASSET_DOMAIN_MISMATCH",
+        "The offer's EIP-712 name or version differs from the token's; the API is misconfigured or impersonating the token.",
+    ),
+    (
+        "X402_PAYTO_INVALID",
+        "The server's payTo is not a valid EVM address (a mixed-case address must carry a correct EIP-55 checksum).",
+    ),
+    (
+        "X402_PAYTO_DENIED",
+        "The payee is on the profile's [payees] deny list.",
+    ),
+    (
+        "X402_PAYTO_NOT_ALLOWED",
+        "Add the payee to [payees] allow in the profile if this payment is wanted.",
+    ),
+    (
+        "X402_AMOUNT_TOO_LARGE",
+        "The offered amount does not fit 128 bits; the API is misconfigured.",
+    ),
+    (
+        "X402_AMOUNT_ZERO",
+        "The server asked for a payment of zero; the gateway signs no empty authorizations.",
+    ),
+    (
+        "X402_AMOUNT_ABOVE_POLICY",
+        "The price is above the profile's [[amounts]] maximum for this asset; raise the maximum if the payment is wanted.",
+    ),
+    (
+        "X402_TIMEOUT_INVALID",
+        "The offer's maxTimeoutSeconds is zero; the API is misconfigured.",
+    ),
+    (
+        "X402_RESOURCE_MISSING",
+        "The payment request names no resource; the API is misconfigured.",
+    ),
+    (
+        "X402_OUTCOME_UNKNOWN",
+        "The paid request got no readable answer, so whether money moved is unknown; it is recorded and will not be paid twice. Reconcile before retrying.",
+    ),
+    (
+        "X402_PAYMENT_REJECTED",
+        "The server answered 402 again after payment; nothing more is signed. Check the API's facilitator, then retry (a new decision).",
+    ),
+    (
+        "X402_SETTLEMENT_FAILED",
+        "The server reported that settlement failed; nothing moved by its account, and the authorization is recorded until it expires.",
+    ),
+    (
+        "X402_HEADER_EMPTY",
+        "The x402 header is empty; the API or client is misconfigured.",
+    ),
+    (
+        "X402_HEADER_TOO_LARGE",
+        "The x402 header is larger than 64 KiB once decoded; the API is misconfigured.",
+    ),
+    (
+        "X402_HEADER_WHITESPACE",
+        "x402 headers are base64 without whitespace or line breaks.",
+    ),
+    (
+        "X402_HEADER_URL_SAFE_BASE64",
+        "x402 headers use the standard base64 alphabet (+ and /), not the URL-safe one.",
+    ),
+    (
+        "X402_HEADER_BASE64_UNPADDED",
+        "x402 headers are padded base64: add the trailing '='.",
+    ),
+    (
+        "X402_HEADER_BASE64_TRAILING_BITS",
+        "x402 headers must be canonical base64 (unused bits zero).",
+    ),
+    ("X402_HEADER_BASE64", "The x402 header is not valid base64."),
+    (
+        "X402_BODY_TOO_LARGE",
+        "The 402 body is larger than 1 MiB; the API is misconfigured.",
+    ),
+    ("X402_MALFORMED_JSON", "The x402 object is not valid JSON."),
+    (
+        "X402_JSON_DUPLICATE_KEY",
+        "The x402 object repeats a key; readers would disagree on its value, so it is refused.",
+    ),
+    (
+        "X402_JSON_INTEGER_OUT_OF_RANGE",
+        "The x402 object has an integer beyond 2^53; send amounts as strings.",
+    ),
+    (
+        "X402_VERSION_MISSING",
+        "The x402 object has no x402Version.",
+    ),
+    (
+        "X402_VERSION_UNSUPPORTED",
+        "The gateway speaks x402 versions 1 and 2.",
+    ),
+    (
+        "X402_VERSION_CONFLICT",
+        "The answer mixes x402 v1 and v2 (a v2 header with a v1 body, or both settlement headers); the API is misconfigured.",
+    ),
+    (
+        "X402_V2_REQUIRES_HEADER",
+        "An x402 v2 payment request travels in the PAYMENT-REQUIRED header, not the body.",
+    ),
+    (
+        "X402_PAYMENT_REQUIRED_MALFORMED",
+        "The payment request lacks a required member or has one of the wrong type; see the x402 specification.",
+    ),
+    (
+        "X402_RESOURCE_MALFORMED",
+        "The payment request's resource must be an object with a string url.",
+    ),
+    (
+        "X402_NO_REQUIREMENTS",
+        "The payment request offers no way to pay (accepts is empty).",
+    ),
+    (
+        "X402_TOO_MANY_REQUIREMENTS",
+        "The payment request offers more than 64 ways to pay.",
+    ),
+    (
+        "X402_REQUIREMENT_MALFORMED",
+        "An offered requirement lacks a required member or has one of the wrong type.",
+    ),
+    (
+        "X402_AMOUNT_NOT_STRING",
+        "x402 amounts are strings of base units, not JSON numbers.",
+    ),
+    (
+        "X402_AMOUNT_NOT_INTEGER",
+        "x402 amounts are integers in base units: digits only, no sign, fraction or leading zero.",
+    ),
+    (
+        "X402_AMOUNT_OUT_OF_RANGE",
+        "The amount does not fit uint256.",
+    ),
+    (
+        "X402_REQUIREMENT_NOT_OFFERED",
+        "The accepted requirement must be one the server offered, byte for byte.",
+    ),
+    (
+        "X402_EXTENSIONS_MALFORMED",
+        "x402 extensions are an object of {info, schema} objects.",
+    ),
+    ("X402_EXTENSIONS_ON_V1", "x402 v1 has no extensions."),
+    (
+        "X402_SETTLEMENT_MALFORMED",
+        "The settlement response is not a valid SettlementResponse; the payment's outcome is treated as unknown.",
+    ),
+    (
+        "X402_SETTLEMENT_CONFLICT",
+        "The answer carries both PAYMENT-RESPONSE and X-PAYMENT-RESPONSE; the payment's outcome is treated as unknown.",
+    ),
+    (
+        "X402_PAYMENT_ID_INVALID",
+        "A payment-identifier id is 16 to 128 characters of letters, digits, '_' and '-'.",
+    ),
+    (
+        "X402_PAYMENT_ID_MISSING",
+        "The server requires a payment-identifier id and none was given.",
+    ),
+    (
+        "X402_SIGNER_KEY_INVALID",
+        "The [x402] payer key must be 64 hex digits (optionally 0x) of a valid secp256k1 secret key.",
+    ),
+    (
+        "X402_SIGNER_NOT_PAYER",
+        "The authorization's payer is not the gateway's key; nothing was signed.",
+    ),
+    (
+        "X402_SIGNING_FAILED",
+        "The payer key could not produce a valid signature; nothing was sent.",
+    ),
+    (
+        "X402_SIGNATURE_MALFORMED",
+        "An EVM signature is 65 bytes r||s||v with v 27 or 28 and r, s in range.",
+    ),
+    (
+        "X402_SIGNATURE_HIGH_S",
+        "The signature's s is in the upper half of the curve order; use the low-s form.",
+    ),
+    (
+        "X402_SIGNATURE_UNRECOVERABLE",
+        "No public key recovers from this signature.",
+    ),
+    (
+        "X402_ADDRESS_INVALID",
+        "An EVM address is 0x and 40 hex digits.",
+    ),
+    (
+        "X402_ADDRESS_CHECKSUM",
+        "A mixed-case EVM address must carry a correct EIP-55 checksum; check it for typos.",
+    ),
 ];
 
 /// The remediation sentence of a reason code (custom `CUSTOM_*` codes get a generic one).

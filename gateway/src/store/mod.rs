@@ -15,6 +15,7 @@
 //! 3).
 
 pub mod budget;
+pub mod payment_ledger;
 pub mod redb_store;
 
 use std::path::PathBuf;

@@ -1,0 +1,428 @@
+//! Paying for a call through the x402 rail: the one path both the HTTP lane and the MCP relay
+//! take when an upstream asks for money.
+//!
+//! 1. [`Enforcer::authorize_payment`]: choose an offer the profile allows, decide the call with
+//!    those terms bound into its fingerprint (holds are waited out; budgets reserve), verify the
+//!    signed allow into a `VerifiedDecision`, and have the adapter sign exactly those terms.
+//!    The adapter records the attempt and claims its nonce before the signature leaves.
+//! 2. The relay or the lane retries once with the payment, and reads the settlement.
+//! 3. [`Enforcer::conclude_payment`]: record the outcome with the adapter, and receipt the call
+//!    with the rail's reference when money moved. An unknown outcome is never paid twice.
+//!
+//! The payer key lives only in the daemon: a stdio shim asks over the control socket.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use trustos_adapters::x402::assets::{AssetRegistry, KnownAsset};
+use trustos_adapters::x402::evm::{EvmSigner, checksum, parse_address};
+use trustos_adapters::x402::wire::PaymentRequired;
+use trustos_adapters::x402::{X402Adapter, X402Terms};
+use trustos_adapters::{Adapter, AdapterError, Allowances, SettlementReport};
+use trustos_kernel::canonical::Digest;
+use trustos_kernel::keys::TrustedKeys;
+use trustos_kernel::objects::{Amount, Settlement};
+use trustos_kernel::timestamp::Timestamp;
+use trustos_kernel::verify::Verifier;
+
+use super::{
+    CallEnd, CallPayment, EnforceError, Enforcer, IssuedReceipt, Reason, ToolCall, Verdict, now,
+};
+use crate::config::X402Config;
+use crate::policy::Compiled;
+
+/// The gateway's x402 payer: the adapter (with the key) and the profile-independent limits.
+pub struct Payer {
+    adapter: X402Adapter,
+    max_timeout_seconds: u64,
+    /// Terms of payments authorized and not yet concluded, by decision id.
+    open: Mutex<HashMap<String, X402Terms>>,
+}
+
+impl std::fmt::Debug for Payer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payer")
+            .field("adapter", &self.adapter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the payer could not be set up. Never contains the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PayerError(String);
+
+impl Payer {
+    /// The payer `gateway.toml`'s `[x402]` describes; the key comes from the file or the
+    /// environment variable it names.
+    pub fn from_config(config: &X402Config, home: &Path) -> Result<Self, PayerError> {
+        let secret = match (&config.key_file, &config.key_env) {
+            (Some(file), None) => {
+                let path = home.join(file);
+                std::fs::read_to_string(&path).map_err(|err| {
+                    PayerError(format!("[x402] key_file {}: {err}", path.display()))
+                })?
+            }
+            (None, Some(variable)) => std::env::var(variable).map_err(|_| {
+                PayerError(format!(
+                    "[x402] key_env: the variable {variable} is not set"
+                ))
+            })?,
+            _ => {
+                return Err(PayerError(
+                    "[x402] needs exactly one of key_file or key_env".into(),
+                ));
+            }
+        };
+        // The error names the source and the reason code, never the secret.
+        let signer = EvmSigner::from_hex(&secret)
+            .map_err(|err| PayerError(format!("[x402] payer key: {}", err.reason_code())))?;
+        let extra = config
+            .assets
+            .iter()
+            .map(|asset| {
+                Ok(KnownAsset {
+                    network: asset.network.clone(),
+                    address: parse_address(&asset.address).map_err(|err| {
+                        PayerError(format!("[x402] asset {}: {err}", asset.address))
+                    })?,
+                    symbol: asset.symbol.to_ascii_lowercase(),
+                    eip712_name: asset.eip712_name.clone(),
+                    eip712_version: asset.eip712_version.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, PayerError>>()?;
+        Ok(Self::new(
+            X402Adapter::new(signer, AssetRegistry::with_defaults(extra)),
+            config.max_timeout_seconds,
+        ))
+    }
+
+    /// A payer over `adapter`.
+    pub fn new(adapter: X402Adapter, max_timeout_seconds: u64) -> Self {
+        Self {
+            adapter,
+            max_timeout_seconds,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The address payments come from (EIP-55).
+    pub fn address(&self) -> String {
+        checksum(&self.adapter.payer())
+    }
+}
+
+/// What the daemon answers a request to pay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum PaymentVerdict {
+    /// Decided, verified and signed: retry once with this payment.
+    Pay {
+        /// The allow decision's id.
+        decision_id: String,
+        /// The signed allow decision (compact JWS).
+        decision: String,
+        /// The PaymentPayload, compact JSON (MCP `_meta["x402/payment"]`).
+        payload: String,
+        /// The HTTP header that carries it (`PAYMENT-SIGNATURE` or `X-PAYMENT`).
+        header_name: String,
+        /// Its value (standard padded base64 of the payload).
+        header_value: String,
+    },
+    /// Not paid.
+    Refuse {
+        /// The decision id, when a decision was signed and logged.
+        decision_id: Option<String>,
+        /// The signed deny decision, when there is one.
+        decision: Option<String>,
+        /// Why.
+        reasons: Vec<Reason>,
+        /// The receipt, when the decision was consumed and closed (a failed authorization).
+        receipt: Option<IssuedReceipt>,
+    },
+}
+
+/// How a paid retry ended, as the lane or the relay read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum PaidOutcome {
+    /// The rail reported the money moved.
+    Settled {
+        /// Transaction hash.
+        reference: String,
+        /// CAIP-2 network.
+        network: String,
+    },
+    /// The rail reported nothing moved.
+    Failed {
+        /// Its reason.
+        reason: String,
+    },
+    /// Not known: no answer, an unreadable settlement, or a second request for payment.
+    Unknown {
+        /// What is known.
+        detail: String,
+    },
+}
+
+impl From<SettlementReport> for PaidOutcome {
+    fn from(report: SettlementReport) -> Self {
+        match report {
+            SettlementReport::Settled { reference, network } => {
+                Self::Settled { reference, network }
+            }
+            SettlementReport::Failed { reason } => Self::Failed { reason },
+            SettlementReport::Unknown { detail } => Self::Unknown { detail },
+        }
+    }
+}
+
+impl From<PaidOutcome> for SettlementReport {
+    fn from(outcome: PaidOutcome) -> Self {
+        match outcome {
+            PaidOutcome::Settled { reference, network } => Self::Settled { reference, network },
+            PaidOutcome::Failed { reason } => Self::Failed { reason },
+            PaidOutcome::Unknown { detail } => Self::Unknown { detail },
+        }
+    }
+}
+
+/// A concluded payment: its receipt and, when money moved, the settlement it names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcludedPayment {
+    /// The signed receipt.
+    pub receipt: IssuedReceipt,
+    /// Where money moved, when it did.
+    pub settlement: Option<Settlement>,
+    /// The payee (EIP-55).
+    pub pay_to: String,
+}
+
+/// What the active profile lets the adapter choose among offers.
+pub fn allowances_of(compiled: &Compiled, max_timeout_seconds: u64) -> Allowances {
+    let profile = &compiled.profile;
+    Allowances {
+        schemes: vec!["exact".to_owned()],
+        networks: profile.networks.allow.clone().unwrap_or_default(),
+        denied_networks: profile.networks.deny.clone(),
+        assets: profile.assets.allow.clone().unwrap_or_default(),
+        denied_assets: profile.assets.deny.clone(),
+        max_amount: profile
+            .amounts
+            .iter()
+            .filter_map(|bounds| {
+                let max = bounds.max.as_ref()?.parse().ok()?;
+                Some((bounds.asset.clone(), max))
+            })
+            .collect(),
+        denied_payees: profile.payees.deny.clone(),
+        allowed_payees: profile.payees.allow.clone().unwrap_or_default(),
+        max_timeout_seconds,
+    }
+}
+
+fn refuse_with(verdict: Verdict) -> PaymentVerdict {
+    match verdict {
+        Verdict::Refuse {
+            decision_id,
+            decision,
+            reasons,
+        } => PaymentVerdict::Refuse {
+            decision_id,
+            decision,
+            reasons,
+            receipt: None,
+        },
+        _ => PaymentVerdict::Refuse {
+            decision_id: None,
+            decision: None,
+            reasons: vec![Reason::new("PAYMENT_NOT_ALLOWED")],
+            receipt: None,
+        },
+    }
+}
+
+impl Enforcer {
+    /// Decides and signs a payment for `call` answering `required`. See the module docs.
+    pub async fn authorize_payment(
+        &self,
+        mut call: ToolCall,
+        required: &PaymentRequired,
+    ) -> Result<PaymentVerdict, EnforceError> {
+        let Some(payer) = self.payer() else {
+            return Ok(refuse_with(
+                self.refuse_call(&call, "X402_NOT_CONFIGURED").await?,
+            ));
+        };
+        let allowances = allowances_of(&self.profile(), payer.max_timeout_seconds);
+        let terms = match payer.adapter.prepare(required, &allowances) {
+            Ok(terms) => terms,
+            Err(err) => {
+                return Ok(refuse_with(
+                    self.refuse_call(&call, err.reason_code()).await?,
+                ));
+            }
+        };
+        let bound = payer
+            .adapter
+            .bound_terms(&terms)
+            .map_err(|err| EnforceError::Internal(err.to_string()))?;
+        call.payment = Some(CallPayment {
+            terms: bound.clone(),
+            asset_symbol: terms.asset.symbol.clone(),
+        });
+
+        let mut verdict = self.decide(call.clone()).await?;
+        while let Verdict::Hold { decision_id, .. } = &verdict {
+            tracing::info!(%decision_id, "payment held for approval");
+            verdict = self.await_hold(decision_id).await?;
+        }
+        let (decision_id, jws) = match verdict {
+            Verdict::Forward {
+                decision_id,
+                decision,
+            } => (decision_id, decision),
+            // Shadow mode lets a denied call pass, but money never moves without an allow.
+            Verdict::Pass { .. } => {
+                return Ok(refuse_with(
+                    self.refuse_call(&call, "PAYMENT_NOT_ALLOWED").await?,
+                ));
+            }
+            refused => return Ok(refuse_with(refused)),
+        };
+
+        let started_at = now()?;
+        match self.sign_payment(payer, &call, &terms, &jws).await {
+            Ok(payment) => {
+                lock_open(payer).insert(decision_id.clone(), terms);
+                Ok(PaymentVerdict::Pay {
+                    decision_id,
+                    decision: jws,
+                    header_name: payment.header_name().to_owned(),
+                    header_value: payment.header_value(),
+                    payload: payment.payload_json,
+                })
+            }
+            Err(err) => {
+                // Nothing left the gateway: the decision is closed and its reservation released.
+                let receipt = self
+                    .finish(&decision_id, CallEnd::NotForwarded, None, started_at)
+                    .await?;
+                Ok(PaymentVerdict::Refuse {
+                    decision_id: Some(decision_id),
+                    decision: None,
+                    reasons: vec![Reason::new(err.reason_code())],
+                    receipt: Some(receipt),
+                })
+            }
+        }
+    }
+
+    /// [`Enforcer::authorize_payment`] for an MCP tool result carrying a payment request.
+    pub async fn authorize_mcp_payment(
+        &self,
+        call: ToolCall,
+        result: &serde_json::Value,
+    ) -> Result<PaymentVerdict, EnforceError> {
+        match trustos_adapters::x402::wire::payment_required_from_mcp_result(result) {
+            Ok(Some(required)) => self.authorize_payment(call, &required).await,
+            Ok(None) => Ok(refuse_with(
+                self.refuse_call(&call, "X402_NO_REQUIREMENTS").await?,
+            )),
+            Err(err) => Ok(refuse_with(
+                self.refuse_call(&call, err.reason_code()).await?,
+            )),
+        }
+    }
+
+    /// Verifies the allow into a `VerifiedDecision` for exactly these terms, then signs.
+    async fn sign_payment(
+        &self,
+        payer: &Payer,
+        call: &ToolCall,
+        terms: &X402Terms,
+        jws: &str,
+    ) -> Result<trustos_adapters::x402::X402Payment, AdapterError> {
+        let internal = |err: &dyn std::fmt::Display| AdapterError::Internal(err.to_string());
+        let at = now().map_err(|err| internal(&err))?;
+        let request = call.fingerprint(None).map_err(|err| internal(&err))?;
+        let mut bound = request.clone();
+        bound.payment = Some(payer.adapter.bound_terms(terms)?);
+        let expected = bound.digest().map_err(|err| internal(&err))?;
+        let verifier = Verifier::new(TrustedKeys::new([self.key().public().clone()]));
+        let verified = verifier
+            .verify_decision(jws, &expected, at)
+            .map_err(|err| AdapterError::DecisionNotInForce(err.reason_code().to_owned()))?;
+        payer
+            .adapter
+            .authorize(&**self.store(), &verified, &request, terms, at)
+            .await
+    }
+
+    /// Records how a paid retry ended and receipts the call. `served` is whether the upstream
+    /// answered with a success (a result, or a 2xx); `result_digest` binds that answer.
+    pub async fn conclude_payment(
+        &self,
+        decision_id: &str,
+        outcome: PaidOutcome,
+        served: bool,
+        result_digest: Option<Digest>,
+        started_at: Timestamp,
+    ) -> Result<ConcludedPayment, EnforceError> {
+        let payer = self
+            .payer()
+            .ok_or_else(|| EnforceError::Internal("no x402 payer".into()))?;
+        let terms = lock_open(payer).remove(decision_id);
+        let report = SettlementReport::from(outcome.clone());
+        if let Err(err) = payer
+            .adapter
+            .report(&**self.store(), decision_id, &report)
+            .await
+        {
+            tracing::error!(%decision_id, error = %err, "could not record a payment's outcome");
+        }
+        let settlement = match (&outcome, &terms) {
+            (PaidOutcome::Settled { reference, network }, Some(terms)) => Some(Settlement {
+                rail: payer.adapter.rail().to_owned(),
+                reference: reference.clone(),
+                network: network.clone(),
+                asset: checksum(&terms.asset.address),
+                amount: Amount::from(terms.amount),
+            }),
+            _ => None,
+        };
+        let end = match &outcome {
+            PaidOutcome::Settled { .. } => CallEnd::Completed,
+            // A signed authorization can still settle until validBefore: keep the budget.
+            PaidOutcome::Failed { .. } => CallEnd::ToolError,
+            // Served without a readable settlement: the spend is counted.
+            PaidOutcome::Unknown { .. } if served => CallEnd::Completed,
+            PaidOutcome::Unknown { .. } => CallEnd::Unknown,
+        };
+        let receipt = self
+            .finish_paid(
+                decision_id,
+                end,
+                result_digest,
+                started_at,
+                settlement.clone(),
+            )
+            .await?;
+        tracing::info!(%decision_id, ?outcome, "x402 payment concluded");
+        Ok(ConcludedPayment {
+            receipt,
+            settlement,
+            pay_to: terms.map(|t| checksum(&t.pay_to)).unwrap_or_default(),
+        })
+    }
+}
+
+fn lock_open(payer: &Payer) -> std::sync::MutexGuard<'_, HashMap<String, X402Terms>> {
+    payer
+        .open
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
