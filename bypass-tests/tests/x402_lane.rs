@@ -1,0 +1,966 @@
+//! The x402 HTTP lane end to end, as a new user meets it: `trustos init`, a `gateway.toml` with
+//! `[http.paid]` pointing at a paid API nobody here wrote (the reference `@x402/express`
+//! middleware in front of the reference facilitator with an offline stub chain, see
+//! `adapters/tests/reference/README.md`), the gateway's own payer key in an environment
+//! variable, a bearer token, and a profile that classifies the API's paths. The agent is a plain
+//! HTTP client that never holds a wallet.
+//!
+//! What is checked, against what the facilitator actually settled:
+//! - a paid `GET /weather` and `POST /report` come back 200 with a `Trust-Receipt` that
+//!   `trustos verify` accepts offline and a `Trust-Settlement`; exactly one settlement each,
+//!   from the gateway's payer to the API's `payTo` for the advertised price, with a signature
+//!   that recovers to the payer and the nonce derived from the decision; `/report` reaches the
+//!   API byte for byte and carries the gateway's `payment-identifier`; `GET /free` (low risk)
+//!   passes with no receipt; a high-risk path is decided and receipted;
+//! - refusals, each with its reason code and no settlement: the agent's own payment headers (a
+//!   valid payment from the reference client), a forged `Trust-*` header, headers servers route
+//!   by (`X-Original-URL`, `X-HTTP-Method-Override`, …), path escapes and other spellings of a
+//!   path, a JSON body with a duplicate key, an unknown lane, a missing or foreign token, an
+//!   unlisted agent, an unclassified path, profile edits (amount cap, payee deny and allow
+//!   lists, networks), a settlement that fails (502; the retry is a new decision with a new
+//!   nonce) or hangs (504 with an `unknown` receipt, also when the money moved), and a daily
+//!   budget that stops the third payment, also under concurrent requests;
+//! - the answer's `Trust-*` headers come only from the gateway, never from the upstream, and
+//!   the agent's gateway token never reaches the upstream.
+//!
+//! Each test starts its own facilitator, paid API and `trustos serve --listen 127.0.0.1:0`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../adapters/tests/support/reference.rs"]
+mod reference;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use bypass_tests::{TempDir, trustos_bin};
+use reference::{
+    BASE_SEPOLIA_USDC, DEFAULT_PAY_TO, Facilitator, HttpResponse, PaidApi, TEST_PAYER_ADDRESS,
+    TEST_PAYER_KEY, base64_decode, decode_header_json, http_request, reference_sign,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use trustos_adapters::x402::evm::{
+    B256, TokenDomain, TransferAuthorization, U256, nonce_for_decision, parse_address,
+    recover_signer,
+};
+
+/// The agent's bearer token.
+const TOKEN: &str = "lane-token-5b7e1d";
+/// A token that may reach only another API.
+const LIMITED_TOKEN: &str = "limited-token-93a0";
+/// A token for an agent the profile does not list.
+const STRANGER_TOKEN: &str = "stranger-token-41c2";
+/// An `Authorization` value for [`Lane::request`] that sends no token at all.
+const NO_TOKEN: &str = "<none>";
+/// The variable holding the gateway's payer key.
+const KEY_ENV: &str = "TRUSTOS_TEST_X402_KEY";
+/// How long any one exchange may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// The price of `GET /weather`, in USDC base units.
+const WEATHER_PRICE: &str = "1000";
+/// The price of `POST /report`.
+const REPORT_PRICE: &str = "10000";
+
+/// The profile a new user would write for the paid API on `127.0.0.1`. `{amount_max}`,
+/// `{budget}`, `{payees}` and `{networks}` are filled in per test.
+const PROFILE: &str = r#"
+[profile]
+name = "x402-lane"
+description = "An agent that buys weather and reports from a paid API through the x402 lane."
+
+[defaults]
+unknown_agent = "deny"
+mode = { low = "hard", high = "hard", paid = "hard" }
+
+[[subjects]]
+tenant = "acme"
+agent = "research-bot"
+
+[[routes]]
+id = "weather"
+risk = "paid"
+http = { host = "127.0.0.1", path = "/weather", methods = ["GET"] }
+
+[[routes]]
+id = "report"
+risk = "paid"
+http = { host = "127.0.0.1", path = "/report", methods = ["POST"] }
+
+[[routes]]
+id = "free"
+risk = "low"
+http = { host = "127.0.0.1", path = "/free", methods = ["GET"] }
+
+[[routes]]
+id = "admin"
+risk = "high"
+http = { host = "127.0.0.1", path = "/admin/*", methods = ["POST"] }
+
+[[amounts]]
+asset = "usdc"
+max = "{amount_max}"
+
+[[budgets]]
+id = "agent-daily"
+scope = "agent"
+window = "day"
+asset = "usdc"
+limit = "{budget}"
+
+[payees]
+first_time = "allow"
+{payees}
+
+[assets]
+allow = ["usdc"]
+
+[networks]
+{networks}
+"#;
+
+/// The knobs of [`PROFILE`].
+#[derive(Clone)]
+struct Knobs {
+    amount_max: &'static str,
+    budget: &'static str,
+    payees: String,
+    networks: &'static str,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Self {
+            amount_max: "50000",
+            budget: "1000000",
+            payees: String::new(),
+            networks: r#"allow = ["eip155:84532"]"#,
+        }
+    }
+}
+
+impl Knobs {
+    fn profile(&self) -> String {
+        PROFILE
+            .replace("{amount_max}", self.amount_max)
+            .replace("{budget}", self.budget)
+            .replace("{payees}", &self.payees)
+            .replace("{networks}", self.networks)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The reference facilitator, the paid API in front of it, and `trustos serve` with
+/// `[http.paid]` pointing at the API.
+struct Lane {
+    facilitator: Facilitator,
+    api: PaidApi,
+    dir: TempDir,
+    home: PathBuf,
+    child: Child,
+    /// `127.0.0.1:<port>` of the gateway's HTTP front.
+    addr: String,
+    /// The daemon's stderr, line by line.
+    lines: Mutex<mpsc::Receiver<String>>,
+}
+
+impl Lane {
+    /// Everything up, with `profile` and extra `[x402]` / `gateway.toml` text.
+    fn start(label: &str, knobs: &Knobs, x402_extra: &str, config_extra: &str) -> Self {
+        let facilitator = Facilitator::start().unwrap();
+        let api = PaidApi::start(&facilitator.url).unwrap();
+        let dir = TempDir::new(label).unwrap();
+        let home = dir.join("home");
+        let bin = trustos_bin().unwrap();
+        let init = Command::new(&bin)
+            .args(["init", "--home"])
+            .arg(&home)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "trustos init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        std::fs::write(home.join("profiles/default/profile.toml"), knobs.profile()).unwrap();
+        let mut config = std::fs::read_to_string(home.join("gateway.toml")).unwrap();
+        config.push_str(&format!(
+            "\n[http.paid]\nurl = \"{api}\"\n\n\
+             [x402]\nkey_env = \"{KEY_ENV}\"\n{x402_extra}\n\
+             [[tokens]]\ntoken_sha256 = \"sha256:{t1}\"\ntenant = \"acme\"\nagent = \"research-bot\"\n\n\
+             [[tokens]]\ntoken_sha256 = \"sha256:{t2}\"\ntenant = \"acme\"\nagent = \"research-bot\"\nservers = [\"elsewhere\"]\n\n\
+             [[tokens]]\ntoken_sha256 = \"sha256:{t3}\"\ntenant = \"acme\"\nagent = \"stranger\"\n\
+             {config_extra}",
+            api = api.url,
+            t1 = sha256_hex(TOKEN.as_bytes()),
+            t2 = sha256_hex(LIMITED_TOKEN.as_bytes()),
+            t3 = sha256_hex(STRANGER_TOKEN.as_bytes()),
+        ));
+        std::fs::write(home.join("gateway.toml"), config).unwrap();
+
+        let mut child = Command::new(&bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--home"])
+            .arg(&home)
+            .env(KEY_ENV, TEST_PAYER_KEY)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[trustos serve] {line}");
+                let _ = send.send(line);
+            }
+        });
+        let deadline = Instant::now() + TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .expect("trustos serve did not report ready");
+            if let Some(rest) = line.split(" and http://").nth(1)
+                && line.contains("ready on")
+            {
+                break rest.trim_end_matches("/mcp/NAME").to_owned();
+            }
+        };
+        Self {
+            facilitator,
+            api,
+            dir,
+            home,
+            child,
+            addr,
+            lines: Mutex::new(lines),
+        }
+    }
+
+    /// A request to the gateway at `path`, with the agent's token unless `headers` names an
+    /// `Authorization` of its own ([`NO_TOKEN`] to send none).
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> HttpResponse {
+        let bearer = format!("Bearer {TOKEN}");
+        let mut all: Vec<(&str, &str)> = Vec::new();
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        {
+            all.push(("Authorization", &bearer));
+        }
+        all.extend(headers.iter().filter(|(_, v)| *v != NO_TOKEN));
+        http_request(
+            method,
+            &format!("http://{}{path}", self.addr),
+            &all,
+            body,
+            TIMEOUT,
+        )
+        .unwrap()
+    }
+
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        self.request("GET", path, headers, None)
+    }
+
+    fn settled(&self) -> Vec<Value> {
+        self.facilitator.settled()
+    }
+
+    /// Replaces the profile and waits until the daemon enforces it (its fingerprint, from
+    /// `trustos profile fingerprint`, shows up in a "profile reloaded" line). The file is
+    /// rewritten (with another comment, same fingerprint) when no reload comes within 2 s: the
+    /// daemon takes its file watcher's baseline only after it prints "ready", so an edit made
+    /// right after start can go unseen.
+    fn edit_profile(&self, knobs: &Knobs) {
+        let path = self.home.join("profiles/default/profile.toml");
+        let lines = self.lines.lock().unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        let mut expected = None;
+        for attempt in 0.. {
+            // Written aside and renamed in place, so the watcher never reads half a file.
+            let aside = path.with_extension("toml.new");
+            std::fs::write(&aside, format!("{}\n# edit {attempt}\n", knobs.profile())).unwrap();
+            std::fs::rename(&aside, &path).unwrap();
+            let expected = expected.get_or_insert_with(|| {
+                let out = Command::new(trustos_bin().unwrap())
+                    .args(["profile", "fingerprint"])
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+                format!("-> {})", String::from_utf8_lossy(&out.stdout).trim())
+            });
+            let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
+            while let Ok(line) = lines.recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                assert!(!line.contains("is invalid"), "the edited profile: {line}");
+                if line.contains("profile reloaded") && line.contains(expected.as_str()) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not reload the profile"
+            );
+        }
+    }
+
+    /// `trustos verify` on a compact JWS, with the gateway's JWKS from `trustos jwks`: the exit
+    /// code and stdout.
+    fn verify(&self, jws: &str) -> (i32, String) {
+        let bin = trustos_bin().unwrap();
+        let jwks = Command::new(&bin)
+            .args(["jwks", "--key"])
+            .arg(self.home.join("keys/gateway.key.pem"))
+            .output()
+            .unwrap();
+        assert!(jwks.status.success());
+        let jwks_path = self.dir.join("jwks.json");
+        std::fs::write(&jwks_path, &jwks.stdout).unwrap();
+        let jws_path = self.dir.join("object.jws");
+        std::fs::write(&jws_path, jws).unwrap();
+        let out = Command::new(&bin)
+            .arg("verify")
+            .arg(&jws_path)
+            .arg("--jwks")
+            .arg(&jwks_path)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // SIGTERM first so the daemon cleans up; then make sure. The node processes go with
+        // their handles.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The payload of a compact JWS.
+fn jws_payload(jws: &str) -> Value {
+    let payload = jws.split('.').nth(1).expect("not a compact JWS");
+    let standard: String = payload
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    serde_json::from_slice(&base64_decode(&standard).unwrap()).unwrap()
+}
+
+/// The reason codes of a refusal: the lane's `{"reasons": [{code}]}` or the front's JSON-RPC
+/// `{"error": {"data": {"reason"}}}`.
+fn reasons(reply: &HttpResponse) -> Vec<String> {
+    let body = reply
+        .json()
+        .unwrap_or_else(|e| panic!("{} {e}", reply.status));
+    if let Some(list) = body["reasons"].as_array() {
+        return list
+            .iter()
+            .map(|r| r["code"].as_str().unwrap_or_default().to_owned())
+            .collect();
+    }
+    body["error"]["data"]["reason"]
+        .as_str()
+        .map(|r| vec![r.to_owned()])
+        .unwrap_or_default()
+}
+
+/// Asserts a refusal: `status`, `code` among its reasons, and no `Trust-Settlement`.
+#[track_caller]
+fn assert_refused(reply: &HttpResponse, status: u16, code: &str) {
+    assert_eq!(reply.status, status, "{}", reply.text());
+    let codes = reasons(reply);
+    assert!(
+        codes.iter().any(|c| c == code),
+        "wanted {code}, got {codes:?}: {}",
+        reply.text()
+    );
+    assert!(reply.header("trust-settlement").is_none(), "{reply:?}");
+}
+
+/// Checks one settled payment against the gateway's answer: payer, payee, amount, the
+/// transaction in the receipt and in `Trust-Settlement`, the nonce derived from the decision,
+/// and the EIP-712 signature recovering to the payer. Returns the receipt's payload.
+#[track_caller]
+fn assert_paid(lane: &Lane, reply: &HttpResponse, settled: &Value, price: &str) -> Value {
+    let payload = &settled["paymentPayload"];
+    let authorization = &payload["payload"]["authorization"];
+    assert_eq!(settled["payer"], TEST_PAYER_ADDRESS, "{settled}");
+    assert_eq!(authorization["from"], TEST_PAYER_ADDRESS, "{settled}");
+    assert_eq!(authorization["to"], DEFAULT_PAY_TO, "{settled}");
+    assert_eq!(authorization["value"], price, "{settled}");
+    assert_eq!(settled["paymentRequirements"]["amount"], price);
+    assert_eq!(settled["network"], "eip155:84532");
+    let transaction = settled["transaction"].as_str().unwrap();
+
+    // The receipt: verifiable offline, completed, naming the transaction.
+    let receipt = reply.header("trust-receipt").expect("no Trust-Receipt");
+    let (code, out) = lane.verify(receipt);
+    assert_eq!(code, 0, "trustos verify refused the receipt: {out}");
+    let body = jws_payload(receipt);
+    assert_eq!(body["type"], "Receipt.v1", "{body}");
+    assert_eq!(body["status"], "completed", "{body}");
+    assert_eq!(body["settlement"]["reference"], transaction, "{body}");
+    assert_eq!(body["settlement"]["rail"], "x402", "{body}");
+    assert_eq!(body["settlement"]["amount"], price, "{body}");
+    assert_eq!(body["settlement"]["asset"], BASE_SEPOLIA_USDC, "{body}");
+    let decision_id = reply.header("trust-decision-id").expect("no decision id");
+    assert_eq!(body["decisionId"], decision_id);
+
+    let settlement: Value = serde_json::from_str(
+        reply
+            .header("trust-settlement")
+            .expect("no Trust-Settlement"),
+    )
+    .unwrap();
+    assert_eq!(settlement["transaction"], transaction, "{settlement}");
+    assert_eq!(settlement["amount"], price);
+    assert_eq!(settlement["payTo"], DEFAULT_PAY_TO);
+    assert_eq!(settlement["network"], "eip155:84532");
+
+    // One decision, one nonce: the authorization's nonce is the decision's.
+    assert_eq!(
+        authorization["nonce"].as_str().unwrap(),
+        nonce_for_decision(decision_id).to_string(),
+        "{settled}"
+    );
+    // The signature recovers to the payer under the token's EIP-712 domain.
+    let number = |key: &str| {
+        authorization[key]
+            .as_str()
+            .unwrap()
+            .parse::<U256>()
+            .unwrap()
+    };
+    let message = TransferAuthorization {
+        from: parse_address(authorization["from"].as_str().unwrap()).unwrap(),
+        to: parse_address(authorization["to"].as_str().unwrap()).unwrap(),
+        value: number("value"),
+        valid_after: number("validAfter"),
+        valid_before: number("validBefore"),
+        nonce: authorization["nonce"]
+            .as_str()
+            .unwrap()
+            .parse::<B256>()
+            .unwrap(),
+    };
+    let domain = TokenDomain {
+        name: "USDC".into(),
+        version: "2".into(),
+        chain_id: 84532,
+        verifying_contract: parse_address(BASE_SEPOLIA_USDC).unwrap(),
+    };
+    let signature = payload["payload"]["signature"].as_str().unwrap();
+    let bytes: Vec<u8> = (2..signature.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&signature[i..i + 2], 16).unwrap())
+        .collect();
+    let signer = recover_signer(&message.signing_digest(&domain), &bytes).unwrap();
+    assert_eq!(signer, parse_address(TEST_PAYER_ADDRESS).unwrap());
+    body
+}
+
+#[test]
+fn a_new_user_pays_for_weather_and_reports_through_the_lane() {
+    let lane = Lane::start("x402-happy", &Knobs::default(), "", "");
+
+    // 1. GET /weather: paid by the gateway, answered, receipted.
+    let weather = lane.get("/http/paid/weather", &[]);
+    assert_eq!(
+        weather.status,
+        200,
+        "{}\n{}",
+        weather.text(),
+        lane.api.stderr()
+    );
+    assert_eq!(
+        weather.json().unwrap(),
+        json!({"report": {"weather": "sunny", "temperature": 70}})
+    );
+    let settled = lane.settled();
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_paid(&lane, &weather, &settled[0], WEATHER_PRICE);
+    assert!(
+        settled[0]["paymentPayload"]["extensions"]
+            .get("payment-identifier")
+            .is_none(),
+        "/weather does not advertise payment-identifier: {}",
+        settled[0]
+    );
+
+    // 2. POST /report: the exact body bytes reach the API, paid once, with our payment id.
+    let body = br#"{"title":"q3","rows":[1,2,3]}"#;
+    let report = lane.request(
+        "POST",
+        "/http/paid/report",
+        &[("Content-Type", "application/json")],
+        Some(body),
+    );
+    assert_eq!(report.status, 200, "{}", report.text());
+    let echoed = report.json().unwrap();
+    assert_eq!(echoed["sha256"], sha256_hex(body), "{echoed}");
+    assert_eq!(echoed["length"], body.len());
+    let settled = lane.settled();
+    assert_eq!(settled.len(), 2, "{settled:?}");
+    assert_paid(&lane, &report, &settled[1], REPORT_PRICE);
+    let id = settled[1]["paymentPayload"]["extensions"]["payment-identifier"]["info"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no payment-identifier id in {}", settled[1]));
+    assert!(
+        id.len() == 36 && id.starts_with("pay_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert_ne!(
+        weather.header("trust-decision-id"),
+        report.header("trust-decision-id")
+    );
+
+    // 3. GET /free: low risk passes untouched, no decision, no receipt.
+    let free = lane.get("/http/paid/free", &[]);
+    assert_eq!(free.status, 200, "{}", free.text());
+    assert_eq!(free.json().unwrap(), json!({"free": true}));
+    for header in ["trust-receipt", "trust-settlement", "trust-decision-id"] {
+        assert!(free.header(header).is_none(), "{header}: {free:?}");
+    }
+
+    // A high-risk path is decided and receipted (the API has no such path: 404, failed).
+    let admin = lane.request("POST", "/http/paid/admin/reset", &[], Some(b""));
+    assert_eq!(admin.status, 404, "{}", admin.text());
+    let receipt = admin.header("trust-receipt").expect("high risk: a receipt");
+    assert_eq!(lane.verify(receipt).0, 0);
+    assert_eq!(jws_payload(receipt)["status"], "failed");
+    assert!(admin.header("trust-settlement").is_none());
+
+    // A path that normalizes to a paid one is paid like it.
+    let dotted = lane.get("/http/paid/free/../weather", &[]);
+    assert_eq!(dotted.status, 200, "{}", dotted.text());
+    let settled = lane.settled();
+    assert_eq!(settled.len(), 3, "{settled:?}");
+    assert_paid(&lane, &dotted, &settled[2], WEATHER_PRICE);
+}
+
+#[test]
+fn bad_input_is_refused_and_pays_nothing() {
+    // A second API, ours, that records each request head it gets and answers with forged
+    // Trust-* headers.
+    let rogue = TcpListener::bind("127.0.0.1:0").unwrap();
+    let rogue_url = format!("http://{}", rogue.local_addr().unwrap());
+    let (seen_send, seen) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for stream in rogue.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0_u8; 4096];
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = seen_send.send(String::from_utf8_lossy(&head).into_owned());
+            let body = br#"{"free":true}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                 Trust-Receipt: forged.receipt.jws\r\nTrust-Decision-Id: dec_forged\r\n\
+                 Trust-Settlement: {{\"rail\":\"x402\",\"transaction\":\"0xforged\"}}\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(body);
+        }
+    });
+    let lane = Lane::start(
+        "x402-refusals",
+        &Knobs::default(),
+        "",
+        &format!("\n[http.rogue]\nurl = \"{rogue_url}\"\n"),
+    );
+
+    // The agent's own payment, a valid one the API would settle, straight from the reference
+    // client.
+    let unpaid = http_request(
+        "GET",
+        &format!("{}/weather", lane.api.url),
+        &[],
+        None,
+        TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(unpaid.status, 402);
+    let required = decode_header_json(unpaid.header("PAYMENT-REQUIRED").unwrap()).unwrap();
+    let own = reference_sign(&json!({ "paymentRequired": required })).unwrap();
+    let own = own["header"].as_str().unwrap();
+    for headers in [
+        vec![("PAYMENT-SIGNATURE", own)],
+        vec![("X-PAYMENT", own)],
+        vec![("payment-signature", own), ("x-payment", own)],
+    ] {
+        let reply = lane.get("/http/paid/weather", &headers);
+        assert_refused(&reply, 403, "X402_AGENT_PAYMENT");
+        // A signed, logged deny.
+        let decision = reply.json().unwrap()["decision"]
+            .as_str()
+            .expect("a signed deny")
+            .to_owned();
+        assert_eq!(lane.verify(&decision).0, 0);
+        assert_eq!(jws_payload(&decision)["outcome"], "deny");
+    }
+    // Not even on a free path.
+    let free_paid = lane.get("/http/paid/free", &[("X-Payment", own)]);
+    assert_refused(&free_paid, 403, "X402_AGENT_PAYMENT");
+
+    // Posing as the gateway.
+    for header in ["Trust-Decision", "trust-receipt", "Trust-Settlement"] {
+        let forged = lane.get(
+            "/http/paid/weather",
+            &[(header, "eyJhbGciOiJFZERTQSJ9.e30.AA")],
+        );
+        assert_refused(&forged, 403, "HTTP_TRUST_HEADER_FORGED");
+    }
+
+    // Paths that would leave the API's base, or hide a separator or a dot-segment.
+    for (path, code) in [
+        ("/http/paid/../x", "HTTP_URL_ESCAPES_BASE"),
+        ("/http/paid/free/../../x", "HTTP_URL_ESCAPES_BASE"),
+        ("/http/paid/%2e%2e/x", "HTTP_URL_ENCODED_DOT_SEGMENT"),
+        ("/http/paid/.%2E/weather", "HTTP_URL_ENCODED_DOT_SEGMENT"),
+        ("/http/paid/a%2Fb", "HTTP_URL_ENCODED_SEPARATOR"),
+        ("/http/paid/a%252Fb", "HTTP_URL_ENCODED_SEPARATOR"),
+        ("/http/paid/a%5Cweather", "HTTP_URL_ENCODED_SEPARATOR"),
+    ] {
+        let reply = lane.get(path, &[]);
+        assert_refused(&reply, 400, code);
+    }
+
+    // Who may reach what.
+    assert_refused(&lane.get("/http/nope/weather", &[]), 404, "HTTP_NOT_FOUND");
+    assert_refused(&lane.get("/http/", &[]), 404, "HTTP_NOT_FOUND");
+    let anonymous = lane.get("/http/paid/weather", &[("Authorization", NO_TOKEN)]);
+    assert_refused(&anonymous, 401, "HTTP_UNAUTHORIZED");
+    assert!(
+        anonymous
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    // Without a token, whether a lane exists is not told.
+    let probing = lane.get("/http/nope/weather", &[("Authorization", NO_TOKEN)]);
+    assert_refused(&probing, 401, "HTTP_UNAUTHORIZED");
+    let wrong = lane.get("/http/paid/weather", &[("Authorization", "Bearer nope")]);
+    assert_refused(&wrong, 401, "HTTP_UNAUTHORIZED");
+    let limited_bearer = format!("Bearer {LIMITED_TOKEN}");
+    let limited = lane.get("/http/paid/weather", &[("Authorization", &limited_bearer)]);
+    assert_refused(&limited, 403, "HTTP_TOKEN_NOT_ALLOWED");
+    let foreign = lane.get("/http/paid/weather", &[("Origin", "http://evil.example")]);
+    assert_refused(&foreign, 403, "HTTP_ORIGIN_NOT_ALLOWED");
+    // An agent the profile does not list: the gateway pays nothing for it.
+    let stranger_bearer = format!("Bearer {STRANGER_TOKEN}");
+    let stranger = lane.get("/http/paid/weather", &[("Authorization", &stranger_bearer)]);
+    assert_refused(&stranger, 403, "AGENT_UNKNOWN");
+
+    // Unclassified: the same API, a path and a method no route names.
+    assert_refused(
+        &lane.get("/http/paid/unlisted", &[]),
+        403,
+        "TOOL_UNCLASSIFIED",
+    );
+    let put = lane.request("PUT", "/http/paid/free", &[], Some(b"{}"));
+    assert_refused(&put, 403, "TOOL_UNCLASSIFIED");
+    // Spellings the API's router would take for /weather (Express matches case-insensitively
+    // and ignores a trailing slash) are other paths to the profile: refused, never sent.
+    for path in [
+        "/http/paid/Weather",
+        "/http/paid/weather/",
+        "/http/paid//weather",
+    ] {
+        assert_refused(&lane.get(path, &[]), 403, "TOOL_UNCLASSIFIED");
+    }
+
+    // A JSON body two parsers could read differently is refused before anything is sent.
+    let duplicate = lane.request(
+        "POST",
+        "/http/paid/report",
+        &[("Content-Type", "application/json")],
+        Some(br#"{"title":"q3","title":"q4"}"#),
+    );
+    assert_refused(&duplicate, 400, "HTTP_BODY_INVALID_JSON");
+
+    assert!(
+        lane.settled().is_empty(),
+        "a refusal paid: {:?}",
+        lane.settled()
+    );
+
+    // Headers some servers route by instead of the request line: a low-risk GET /free must
+    // not become a POST /admin/reset upstream. Nothing of it reaches the API.
+    for (name, value) in [
+        ("X-Original-URL", "/admin/reset"),
+        ("X-Rewrite-URL", "/admin/reset"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+    ] {
+        let reply = lane.get("/http/rogue/free", &[(name, value)]);
+        assert_refused(&reply, 400, "HTTP_ROUTING_OVERRIDE");
+    }
+    assert_eq!(seen.try_recv().ok(), None, "an override reached the API");
+
+    // The agent sees Trust-* headers only from the gateway: a low-risk answer carries none.
+    let rogue = lane.get("/http/rogue/free", &[("X-Trace", "t1")]);
+    assert_eq!(rogue.status, 200, "{}", rogue.text());
+    assert_eq!(rogue.json().unwrap(), json!({"free": true}));
+    for header in ["trust-receipt", "trust-settlement", "trust-decision-id"] {
+        assert!(rogue.header(header).is_none(), "{header}: {rogue:?}");
+    }
+    // What the API got: the path decided, the agent's own headers, not its gateway token.
+    let head = seen.recv_timeout(TIMEOUT).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("get /free http/1.1\r\n"), "{head}");
+    assert!(head.contains("x-trace: t1\r\n"), "{head}");
+    assert!(!head.contains("authorization"), "{head}");
+    assert!(!head.contains(&TOKEN.to_ascii_lowercase()), "{head}");
+
+    // And the lane still pays after all that.
+    let paid = lane.get("/http/paid/weather", &[]);
+    assert_eq!(paid.status, 200, "{}", paid.text());
+    assert_eq!(lane.settled().len(), 1);
+}
+
+#[test]
+fn profile_edits_refuse_offers_outside_the_policy() {
+    let good = Knobs::default();
+    let lane = Lane::start("x402-profile", &good, "", "");
+    let pay_to_lower = DEFAULT_PAY_TO.to_ascii_lowercase();
+    let cases = [
+        (
+            Knobs {
+                amount_max: "999",
+                ..good.clone()
+            },
+            "X402_AMOUNT_ABOVE_POLICY",
+        ),
+        (
+            Knobs {
+                payees: format!("deny = [\"{pay_to_lower}\"]"),
+                ..good.clone()
+            },
+            "X402_PAYTO_DENIED",
+        ),
+        (
+            Knobs {
+                payees: "allow = [\"0x0000000000000000000000000000000000000001\"]".into(),
+                ..good.clone()
+            },
+            "X402_PAYTO_NOT_ALLOWED",
+        ),
+        (
+            Knobs {
+                networks: r#"allow = ["eip155:8453"]"#,
+                ..good.clone()
+            },
+            "X402_NETWORK_NOT_ALLOWED",
+        ),
+        (
+            Knobs {
+                networks: r#"deny = ["eip155:84532"]"#,
+                ..good.clone()
+            },
+            "X402_NETWORK_NOT_ALLOWED",
+        ),
+    ];
+    for (knobs, code) in cases {
+        lane.edit_profile(&knobs);
+        let reply = lane.get("/http/paid/weather", &[]);
+        assert_refused(&reply, 403, code);
+        assert!(
+            lane.settled().is_empty(),
+            "{code}: paid anyway: {:?}",
+            lane.settled()
+        );
+    }
+    // Back to the good profile: the very same request pays, so the edits were the reason.
+    lane.edit_profile(&good);
+    let paid = lane.get("/http/paid/weather", &[]);
+    assert_eq!(paid.status, 200, "{}", paid.text());
+    let settled = lane.settled();
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_paid(&lane, &paid, &settled[0], WEATHER_PRICE);
+}
+
+#[test]
+fn a_failed_or_hung_settlement_is_never_paid_twice() {
+    let lane = Lane::start(
+        "x402-faults",
+        &Knobs::default(),
+        "answer_timeout_seconds = 3\n",
+        "",
+    );
+
+    // The settlement reverts: the API answers 402 again after payment.
+    lane.facilitator.set_settle_mode("fail").unwrap();
+    let failed = lane.get("/http/paid/weather", &[]);
+    assert_refused(&failed, 502, "X402_PAYMENT_REJECTED");
+    assert!(lane.settled().is_empty(), "{:?}", lane.settled());
+    let body = failed.json().unwrap();
+    let first = body["decisionId"]
+        .as_str()
+        .expect("a decision id")
+        .to_owned();
+    let receipt = body["receipt"].as_str().expect("a receipt");
+    assert_eq!(lane.verify(receipt).0, 0);
+    assert_eq!(jws_payload(receipt)["status"], "failed", "{body}");
+    assert!(jws_payload(receipt).get("settlement").is_none());
+
+    // The agent retries: a new decision, a new authorization (new nonce), paid once.
+    lane.facilitator.set_settle_mode("ok").unwrap();
+    let retried = lane.get("/http/paid/weather", &[]);
+    assert_eq!(retried.status, 200, "{}", retried.text());
+    let second = retried.header("trust-decision-id").unwrap();
+    assert_ne!(first, second);
+    let settled = lane.settled();
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_paid(&lane, &retried, &settled[0], WEATHER_PRICE);
+    assert_ne!(
+        settled[0]["paymentPayload"]["payload"]["authorization"]["nonce"]
+            .as_str()
+            .unwrap(),
+        nonce_for_decision(&first).to_string(),
+        "the first authorization was re-sent"
+    );
+
+    // The settlement hangs: after answer_timeout_seconds the outcome is unknown, receipted.
+    lane.facilitator.set_settle_mode("hang").unwrap();
+    let started = Instant::now();
+    let hung = lane.get("/http/paid/weather", &[]);
+    let waited = started.elapsed();
+    assert_refused(&hung, 504, "X402_OUTCOME_UNKNOWN");
+    assert!(
+        waited >= Duration::from_millis(2500) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+    let receipt = hung.header("trust-receipt").expect("an unknown receipt");
+    assert_eq!(hung.json().unwrap()["receipt"], receipt);
+    assert_eq!(lane.verify(receipt).0, 0);
+    let receipt = jws_payload(receipt);
+    assert_eq!(receipt["status"], "unknown", "{receipt}");
+    assert!(receipt.get("settlement").is_none());
+    assert_eq!(lane.settled().len(), 1, "{:?}", lane.settled());
+
+    // The money moves but the answer never comes: unknown too, and paid exactly once.
+    lane.facilitator
+        .set_settle_mode("hang-after-settle")
+        .unwrap();
+    let moved = lane.get("/http/paid/weather", &[]);
+    assert_refused(&moved, 504, "X402_OUTCOME_UNKNOWN");
+    let receipt = jws_payload(moved.header("trust-receipt").expect("an unknown receipt"));
+    assert_eq!(receipt["status"], "unknown", "{receipt}");
+    let settled = lane.settled();
+    assert_eq!(settled.len(), 2, "{settled:?}");
+    assert_eq!(
+        settled[1]["paymentPayload"]["payload"]["authorization"]["nonce"]
+            .as_str()
+            .unwrap(),
+        nonce_for_decision(receipt["decisionId"].as_str().unwrap()).to_string()
+    );
+}
+
+#[test]
+fn a_daily_budget_stops_the_third_payment() {
+    let lane = Lane::start(
+        "x402-budget",
+        &Knobs {
+            budget: "2500",
+            ..Knobs::default()
+        },
+        "",
+        "",
+    );
+    for n in 1..=2 {
+        let paid = lane.get("/http/paid/weather", &[]);
+        assert_eq!(paid.status, 200, "payment {n}: {}", paid.text());
+        assert_eq!(lane.settled().len(), n);
+    }
+    let third = lane.get("/http/paid/weather", &[]);
+    assert_refused(&third, 403, "BUDGET_DAILY_EXCEEDED");
+    let decision = third.json().unwrap()["decision"]
+        .as_str()
+        .expect("a signed deny")
+        .to_owned();
+    assert_eq!(jws_payload(&decision)["outcome"], "deny");
+    assert_eq!(lane.settled().len(), 2, "{:?}", lane.settled());
+    // Nor do other spellings of the same path get around it.
+    for path in ["/http/paid/free/../weather", "/http/paid/%77eather"] {
+        assert_refused(&lane.get(path, &[]), 403, "BUDGET_DAILY_EXCEEDED");
+    }
+    assert_eq!(lane.settled().len(), 2);
+    // The free path still passes.
+    assert_eq!(lane.get("/http/paid/free", &[]).status, 200);
+
+    // Raised to 5500 (3500 left): of six agents' requests at once, exactly three pay.
+    lane.edit_profile(&Knobs {
+        budget: "5500",
+        ..Knobs::default()
+    });
+    let replies: Vec<HttpResponse> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| lane.get("/http/paid/weather", &[])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let paid = replies.iter().filter(|r| r.status == 200).count();
+    for reply in replies.iter().filter(|r| r.status != 200) {
+        assert_eq!(reply.status, 403, "{}", reply.text());
+        let codes = reasons(reply);
+        assert!(
+            codes
+                .iter()
+                .any(|c| c == "BUDGET_DAILY_EXCEEDED" || c == "BUDGET_CONTENDED"),
+            "{codes:?}"
+        );
+    }
+    assert_eq!(paid, 3, "{replies:?}");
+    assert_eq!(lane.settled().len(), 5, "{:?}", lane.settled());
+}
