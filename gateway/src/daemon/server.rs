@@ -138,6 +138,19 @@ pub async fn run(home: &Home, listen: Option<String>) -> Result<(), DaemonError>
         http = Some(task);
     }
     let daemon = Arc::new(daemon);
+    // Watching and signals are in place before "ready": an edit or a SIGHUP right after it is
+    // never missed.
+    let profile_path = daemon.config.profile_path(home.root());
+    let initial = profile_stamp(&profile_path);
+    log_reload(daemon.enforcer.reload_profile());
+    let reload = tokio::spawn(watch_profile(
+        Arc::clone(&daemon.enforcer),
+        profile_path,
+        initial,
+    ));
+    let expire = tokio::spawn(release_expired(Arc::clone(&daemon.enforcer)));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tracing::info!(
         socket = %socket.display(),
         kid = daemon.enforcer.key().kid(),
@@ -154,13 +167,6 @@ pub async fn run(home: &Home, listen: Option<String>) -> Result<(), DaemonError>
             .unwrap_or_default()
     );
 
-    let reload = tokio::spawn(watch_profile(
-        Arc::clone(&daemon.enforcer),
-        daemon.config.profile_path(home.root()),
-    ));
-    let expire = tokio::spawn(release_expired(Arc::clone(&daemon.enforcer)));
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -207,17 +213,22 @@ fn log_reload(reload: Reload) {
     }
 }
 
-/// Reloads the profile whenever its file's length or modification time changes.
-async fn watch_profile(enforcer: Arc<Enforcer>, path: PathBuf) {
-    let stamp = |path: &Path| -> Option<(u64, SystemTime)> {
-        let meta = std::fs::metadata(path).ok()?;
-        Some((meta.len(), meta.modified().ok()?))
-    };
-    let mut last = stamp(&path);
+/// The length and modification time of the profile file.
+fn profile_stamp(path: &Path) -> Option<(u64, SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+/// Reloads the profile whenever its file's length or modification time changes from `last`.
+async fn watch_profile(
+    enforcer: Arc<Enforcer>,
+    path: PathBuf,
+    mut last: Option<(u64, SystemTime)>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        let now = stamp(&path);
+        let now = profile_stamp(&path);
         if now != last {
             last = now;
             log_reload(enforcer.reload_profile());

@@ -532,10 +532,29 @@ impl Enforcer {
         // A tool or API priced by x402 (a paid route without argument pointers): the unpaid
         // call only learns the price. Paying is decided with the offered terms, by
         // `authorize_payment`.
+        // Every other rule (who may call the route, when) still applies to the unpaid call.
         if route_risk == Risk::Paid
             && call.payment.is_none()
             && route.is_some_and(|route| route.payment.is_none())
         {
+            let intent = Intent {
+                tenant: call.tenant.clone(),
+                agent: call.agent.clone(),
+                session: call.session.clone(),
+                call: policy_call,
+                arguments: call.arguments.clone(),
+                payment: None,
+            };
+            let evaluation = self.evaluate(&compiled, &intent, now()?).await?;
+            let blocking = evaluation
+                .reasons
+                .iter()
+                .find(|code| code.as_str() != "PAYMENT_TERMS_MISSING");
+            if let Some(code) = blocking
+                && evaluation.enforced == Outcome::Deny
+            {
+                return self.refuse_logged(&call, &compiled, route_risk, code).await;
+            }
             return Ok(Verdict::Pass {
                 route: route_id,
                 cacheable_at: None,

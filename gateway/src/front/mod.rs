@@ -112,9 +112,6 @@ pub async fn serve(
     } else {
         let lane = HttpLane::new(Arc::clone(&enforcer), &config, home.root())
             .map_err(|err| err.to_string())?;
-        if let Some(payer) = lane.payer() {
-            tracing::info!(%payer, "x402 rail ready");
-        }
         Some(Arc::new(lane))
     };
     let front = Arc::new(Front {

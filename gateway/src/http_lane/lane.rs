@@ -29,25 +29,19 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use trustos_adapters::x402::assets::{AssetRegistry, KnownAsset};
-use trustos_adapters::x402::evm::{EvmSigner, checksum, parse_address};
+use trustos_adapters::x402::report_of;
 use trustos_adapters::x402::wire::{self, PaymentRequired};
-use trustos_adapters::x402::{X402Adapter, X402Payment, X402Terms, report_of};
-use trustos_adapters::{Adapter, AdapterError, Allowances, SettlementReport};
 use trustos_kernel::canonical::Digest;
-use trustos_kernel::keys::TrustedKeys;
-use trustos_kernel::objects::{Amount, Settlement};
+use trustos_kernel::objects::Settlement;
 use trustos_kernel::timestamp::Timestamp;
-use trustos_kernel::verify::Verifier;
 
 use super::client::{UpstreamClient, build_client};
 use super::url::{NormalizedUrl, join_upstream, normalize};
-use crate::config::{GatewayConfig, X402Config};
+use crate::config::GatewayConfig;
+use crate::enforce::pay::{PaidOutcome, PaymentVerdict};
 use crate::enforce::{
-    CallEnd, CallPayment, Enforcer, HttpTarget, IssuedReceipt, Reason, ToolCall, Verdict, now,
+    CallEnd, Enforcer, HttpTarget, IssuedReceipt, Reason, ToolCall, Verdict, now,
 };
-use crate::policy::Compiled;
-use crate::policy::profile::Risk;
 
 /// Header carrying the signed decision to the upstream.
 pub const HEADER_DECISION: &str = "trust-decision";
@@ -120,9 +114,6 @@ pub type LaneResponse = Response<Full<Bytes>>;
 pub struct HttpLane {
     enforcer: Arc<Enforcer>,
     upstreams: BTreeMap<String, Upstream>,
-    x402: Option<X402Adapter>,
-    verifier: Verifier,
-    max_timeout_seconds: u64,
     answer_timeout: Duration,
     call_timeout: Duration,
 }
@@ -131,31 +122,6 @@ pub struct HttpLane {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct LaneSetupError(String);
-
-/// Reads the x402 payer key from the file or environment variable `gateway.toml` names.
-fn load_signer(config: &X402Config, home: &Path) -> Result<EvmSigner, LaneSetupError> {
-    let secret = match (&config.key_file, &config.key_env) {
-        (Some(file), None) => {
-            let path = home.join(file);
-            std::fs::read_to_string(&path).map_err(|err| {
-                LaneSetupError(format!("[x402] key_file {}: {err}", path.display()))
-            })?
-        }
-        (None, Some(variable)) => std::env::var(variable).map_err(|_| {
-            LaneSetupError(format!(
-                "[x402] key_env: the variable {variable} is not set"
-            ))
-        })?,
-        _ => {
-            return Err(LaneSetupError(
-                "[x402] needs exactly one of key_file or key_env".into(),
-            ));
-        }
-    };
-    // The error names the source, never the secret.
-    EvmSigner::from_hex(&secret)
-        .map_err(|err| LaneSetupError(format!("[x402] payer key: {}", err.reason_code())))
-}
 
 impl HttpLane {
     /// The lane for `config`'s `[http.*]` APIs and `[x402]` rail.
@@ -184,42 +150,16 @@ impl HttpLane {
                 },
             );
         }
-        let (x402, max_timeout_seconds, answer_timeout) = match &config.x402 {
-            Some(x402) => {
-                let signer = load_signer(x402, home)?;
-                let extra = x402
-                    .assets
-                    .iter()
-                    .map(|asset| {
-                        Ok(KnownAsset {
-                            network: asset.network.clone(),
-                            address: parse_address(&asset.address).map_err(|err| {
-                                LaneSetupError(format!("[x402] asset {}: {err}", asset.address))
-                            })?,
-                            symbol: asset.symbol.to_ascii_lowercase(),
-                            eip712_name: asset.eip712_name.clone(),
-                            eip712_version: asset.eip712_version.clone(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, LaneSetupError>>()?;
-                (
-                    Some(X402Adapter::new(
-                        signer,
-                        AssetRegistry::with_defaults(extra),
-                    )),
-                    x402.max_timeout_seconds,
-                    Duration::from_secs(x402.answer_timeout_seconds.max(1)),
-                )
-            }
-            None => (None, 0, Duration::from_secs(60)),
-        };
-        let verifier = Verifier::new(TrustedKeys::new([enforcer.key().public().clone()]));
+        let answer_timeout = Duration::from_secs(
+            config
+                .x402
+                .as_ref()
+                .map_or(60, |x402| x402.answer_timeout_seconds)
+                .max(1),
+        );
         Ok(Self {
             enforcer,
             upstreams,
-            x402,
-            verifier,
-            max_timeout_seconds,
             answer_timeout,
             call_timeout: Duration::from_secs(config.gateway.call_timeout_seconds.max(1)),
         })
@@ -228,11 +168,6 @@ impl HttpLane {
     /// Whether `name` is a configured API.
     pub fn has(&self, name: &str) -> bool {
         self.upstreams.contains_key(name)
-    }
-
-    /// The payer address, when the x402 rail is configured.
-    pub fn payer(&self) -> Option<String> {
-        self.x402.as_ref().map(|adapter| checksum(&adapter.payer()))
     }
 
     /// Handles one agent request. Never panics; every refusal has a reason code.
@@ -306,28 +241,18 @@ impl HttpLane {
             body: request.body.clone(),
         };
 
-        // 2. Decide the unpaid request (a paid route is sent unpaid first: its 402 is the price).
-        let compiled = self.enforcer.profile();
-        let risk = compiled
-            .classify(&call.policy_call())
-            .map_or(Risk::High, |route| route.risk);
+        // 2. Decide the unpaid request (the enforcer passes a paid route's first, unpaid
+        // request: its 402 is the price).
         let started_at = now().map_err(Refusal::internal)?;
-        let decision = if risk == Risk::Paid {
-            None
-        } else {
-            match self.settle_verdict(&call).await? {
-                Decided::Pass => None,
-                Decided::Forward { decision_id, jws } => Some((decision_id, jws)),
-            }
+        let decision = match self.settle_verdict(&call).await? {
+            Decided::Pass => None,
+            Decided::Forward { decision_id, jws } => Some((decision_id, jws)),
         };
-        let answer = outgoing
-            .send(
-                decision
-                    .as_ref()
-                    .map(|(_, jws)| (HEADER_DECISION, jws.as_str())),
-                self.call_timeout,
-            )
-            .await;
+        let decision_header: Vec<(&str, &str)> = decision
+            .iter()
+            .map(|(_, jws)| (HEADER_DECISION, jws.as_str()))
+            .collect();
+        let answer = outgoing.send(&decision_header, self.call_timeout).await;
 
         let answer = match (answer, decision) {
             (Ok(answer), decision) if answer.status == StatusCode::PAYMENT_REQUIRED => {
@@ -339,7 +264,7 @@ impl HttpLane {
                         .await
                         .map_err(Refusal::internal)?;
                 }
-                return self.pay(call, &compiled, &outgoing, answer).await;
+                return self.pay(call, &outgoing, answer).await;
             }
             (Ok(answer), None) => return Ok(answer.into_response(None, None)),
             (Ok(answer), Some((decision_id, _))) => {
@@ -434,19 +359,14 @@ impl HttpLane {
         }
     }
 
-    /// The payment flow for a 402: choose, decide, verify, sign, retry once, receipt.
+    /// The payment flow for a 402: the daemon's payer chooses, decides, verifies and signs
+    /// ([`Enforcer::authorize_payment`]); the lane retries once and reads the settlement.
     async fn pay(
         &self,
-        mut call: ToolCall,
-        compiled: &Compiled,
+        call: ToolCall,
         outgoing: &Outgoing<'_>,
         answer: Answer,
     ) -> Result<LaneResponse, Refusal> {
-        let Some(adapter) = &self.x402 else {
-            return Err(self
-                .refuse_logged(&call, "X402_NOT_CONFIGURED", StatusCode::PAYMENT_REQUIRED)
-                .await);
-        };
         let required = match payment_required(&answer) {
             Ok(required) => required,
             Err(code) => {
@@ -455,185 +375,97 @@ impl HttpLane {
                     .await);
             }
         };
-        let allowances = allowances_of(compiled, self.max_timeout_seconds);
-        let terms = match adapter.prepare(&required, &allowances) {
-            Ok(terms) => terms,
-            Err(err) => {
-                return Err(self
-                    .refuse_logged(&call, err.reason_code(), StatusCode::FORBIDDEN)
-                    .await);
+        let verdict = self
+            .enforcer
+            .authorize_payment(call, &required)
+            .await
+            .map_err(Refusal::internal)?;
+        let (decision_id, decision, header_name, header_value) = match verdict {
+            PaymentVerdict::Pay {
+                decision_id,
+                decision,
+                header_name,
+                header_value,
+                ..
+            } => (decision_id, decision, header_name, header_value),
+            PaymentVerdict::Refuse {
+                decision_id,
+                decision,
+                reasons,
+                receipt,
+            } => {
+                let status = if reasons.iter().any(|r| r.code == "X402_NOT_CONFIGURED") {
+                    StatusCode::PAYMENT_REQUIRED
+                } else {
+                    StatusCode::FORBIDDEN
+                };
+                return Err(Refusal::from(RefusalBody {
+                    status,
+                    reasons,
+                    message: "payment refused".into(),
+                    decision_id,
+                    decision,
+                    receipt,
+                }));
             }
-        };
-        let bound = adapter.bound_terms(&terms).map_err(Refusal::adapter)?;
-        call.payment = Some(CallPayment {
-            terms: bound.clone(),
-            asset_symbol: terms.asset.symbol.clone(),
-        });
-        let Decided::Forward { decision_id, jws } = self.settle_verdict(&call).await? else {
-            // Shadow mode lets a denied call pass, but money never moves without an allow.
-            return Err(self
-                .refuse_logged(&call, "PAYMENT_NOT_ALLOWED", StatusCode::FORBIDDEN)
-                .await);
         };
         let started_at = now().map_err(Refusal::internal)?;
-        let payment = match self.authorize(adapter, &call, &terms, &jws).await {
-            Ok(payment) => payment,
-            Err(err) => {
-                // Nothing left the gateway: the decision's reservation is released.
-                let receipt = self
-                    .enforcer
-                    .finish(&decision_id, CallEnd::NotForwarded, None, started_at)
-                    .await
-                    .map_err(Refusal::internal)?;
-                let mut refusal = Refusal::adapter(err);
-                refusal.0.receipt = Some(receipt);
-                refusal.0.decision_id = Some(decision_id);
-                return Err(refusal);
-            }
-        };
-        let header = payment.header_value();
+        let headers = [
+            (HEADER_DECISION, decision.as_str()),
+            (header_name.as_str(), header_value.as_str()),
+        ];
         let retried = tokio::time::timeout(
             self.answer_timeout,
-            outgoing.send(
-                Some((payment.header_name(), header.as_str())),
-                self.answer_timeout,
-            ),
+            outgoing.send(&headers, self.answer_timeout),
         )
         .await;
-        self.conclude(adapter, &terms, &payment, decision_id, started_at, retried)
-            .await
-    }
-
-    async fn authorize(
-        &self,
-        adapter: &X402Adapter,
-        call: &ToolCall,
-        terms: &X402Terms,
-        jws: &str,
-    ) -> Result<X402Payment, AdapterError> {
-        let at = now().map_err(|err| AdapterError::Internal(err.to_string()))?;
-        let request = call
-            .fingerprint(None)
-            .map_err(|err| AdapterError::Internal(err.to_string()))?;
-        let mut bound = request.clone();
-        bound.payment = Some(adapter.bound_terms(terms)?);
-        let expected = bound
-            .digest()
-            .map_err(|err| AdapterError::Internal(err.to_string()))?;
-        let verified = self
-            .verifier
-            .verify_decision(jws, &expected, at)
-            .map_err(|err| AdapterError::DecisionNotInForce(err.reason_code().to_owned()))?;
-        adapter
-            .authorize(&**self.enforcer.store(), &verified, &request, terms, at)
-            .await
+        self.conclude(decision_id, started_at, retried).await
     }
 
     /// Reads the paid retry's answer, records the settlement, and receipts the call.
     async fn conclude(
         &self,
-        adapter: &X402Adapter,
-        terms: &X402Terms,
-        payment: &X402Payment,
         decision_id: String,
         started_at: Timestamp,
         retried: Result<Result<Answer, String>, tokio::time::error::Elapsed>,
     ) -> Result<LaneResponse, Refusal> {
-        let ledger = &**self.enforcer.store();
-        let (answer, report, problem) = match retried {
+        let (answer, outcome, problem) = match retried {
             Err(_) => (
                 None,
-                SettlementReport::Unknown {
+                PaidOutcome::Unknown {
                     detail: "no answer to the paid retry in time".into(),
                 },
                 Some("X402_OUTCOME_UNKNOWN"),
             ),
             Ok(Err(err)) => (
                 None,
-                SettlementReport::Unknown {
+                PaidOutcome::Unknown {
                     detail: format!("the paid retry failed: {err}"),
                 },
                 Some("X402_OUTCOME_UNKNOWN"),
             ),
             Ok(Ok(answer)) => {
-                let settlement = wire::settlement_from_http(
-                    answer.header(wire::HEADER_PAYMENT_RESPONSE),
-                    answer.header(wire::HEADER_X_PAYMENT_RESPONSE),
-                );
-                match settlement {
-                    Err(err) => (
-                        Some(answer),
-                        SettlementReport::Unknown {
-                            detail: format!("unreadable settlement: {}", err.reason_code()),
-                        },
-                        Some(err.reason_code()),
-                    ),
-                    Ok(settlement) if answer.status == StatusCode::PAYMENT_REQUIRED => {
-                        // Paid and asked again: never a second signature. Only an explicit
-                        // failure report says nothing moved.
-                        let report = match &settlement {
-                            Some(s) if !s.success => report_of(Some(s)),
-                            _ => SettlementReport::Unknown {
-                                detail: "the server answered 402 again after payment".into(),
-                            },
-                        };
-                        (Some(answer), report, Some("X402_PAYMENT_REJECTED"))
-                    }
-                    Ok(settlement) => {
-                        let report = report_of(settlement.as_ref());
-                        let problem = match &report {
-                            SettlementReport::Settled { .. } => None,
-                            SettlementReport::Failed { .. } => Some("X402_SETTLEMENT_FAILED"),
-                            SettlementReport::Unknown { .. } => Some("X402_OUTCOME_UNKNOWN"),
-                        };
-                        (Some(answer), report, problem)
-                    }
-                }
+                let (outcome, problem) = read_settlement(&answer);
+                (Some(answer), outcome, problem)
             }
         };
-        if let Err(err) = adapter.report(ledger, &decision_id, &report).await {
-            tracing::error!(%decision_id, error = %err, "could not record a payment's outcome");
-        }
-        let (end, settlement) = match &report {
-            SettlementReport::Settled { reference, network } => (
-                CallEnd::Completed,
-                Some(Settlement {
-                    rail: adapter.rail().to_owned(),
-                    reference: reference.clone(),
-                    network: network.clone(),
-                    asset: checksum(&terms.asset.address),
-                    amount: Amount::from(terms.amount),
-                }),
-            ),
-            // A signed authorization can still settle until validBefore: keep the budget.
-            SettlementReport::Failed { .. } => (CallEnd::ToolError, None),
-            SettlementReport::Unknown { .. }
-                if answer.as_ref().is_some_and(|a| a.status.is_success()) =>
-            {
-                // Served without a readable settlement: count the spend.
-                (CallEnd::Completed, None)
-            }
-            SettlementReport::Unknown { .. } => (CallEnd::Unknown, None),
-        };
+        let served = answer.as_ref().is_some_and(|a| a.status.is_success());
         let digest = answer.as_ref().map(Answer::result_digest);
-        let receipt = self
+        let concluded = self
             .enforcer
-            .finish_paid(&decision_id, end, digest, started_at, settlement.clone())
+            .conclude_payment(&decision_id, outcome.clone(), served, digest, started_at)
             .await
             .map_err(Refusal::internal)?;
-        tracing::info!(
-            %decision_id,
-            valid_before = payment.valid_before,
-            outcome = ?report,
-            "x402 payment concluded"
-        );
         match (answer, problem) {
             (Some(answer), None) => {
-                let settled = settlement.as_ref().map(|_| settlement_json(&report, terms));
-                Ok(answer.into_response(Some((&decision_id, &receipt)), settled))
+                let settled = concluded
+                    .settlement
+                    .as_ref()
+                    .map(|s| settlement_json(s, &concluded.pay_to));
+                Ok(answer.into_response(Some((&decision_id, &concluded.receipt)), settled))
             }
-            (Some(answer), Some("X402_OUTCOME_UNKNOWN")) if answer.status.is_success() => {
-                Ok(answer.into_response(Some((&decision_id, &receipt)), None))
+            (Some(answer), Some("X402_OUTCOME_UNKNOWN")) if served => {
+                Ok(answer.into_response(Some((&decision_id, &concluded.receipt)), None))
             }
             (_, problem) => {
                 let code = problem.unwrap_or("X402_OUTCOME_UNKNOWN");
@@ -645,12 +477,48 @@ impl HttpLane {
                 Err(Refusal::from(RefusalBody {
                     status,
                     reasons: vec![Reason::new(code)],
-                    message: format!("payment outcome: {report:?}"),
+                    message: format!("payment outcome: {outcome:?}"),
                     decision_id: Some(decision_id),
                     decision: None,
-                    receipt: Some(receipt),
+                    receipt: Some(concluded.receipt),
                 }))
             }
+        }
+    }
+}
+
+/// What a paid retry's answer says about the payment, and the problem code when it is not a
+/// clean settlement. A second 402 is never paid again; only an explicit failure report says
+/// nothing moved.
+fn read_settlement(answer: &Answer) -> (PaidOutcome, Option<&'static str>) {
+    let settlement = wire::settlement_from_http(
+        answer.header(wire::HEADER_PAYMENT_RESPONSE),
+        answer.header(wire::HEADER_X_PAYMENT_RESPONSE),
+    );
+    match settlement {
+        Err(err) => (
+            PaidOutcome::Unknown {
+                detail: format!("unreadable settlement: {}", err.reason_code()),
+            },
+            Some(err.reason_code()),
+        ),
+        Ok(settlement) if answer.status == StatusCode::PAYMENT_REQUIRED => {
+            let outcome = match &settlement {
+                Some(s) if !s.success => PaidOutcome::from(report_of(Some(s))),
+                _ => PaidOutcome::Unknown {
+                    detail: "the server answered 402 again after payment".into(),
+                },
+            };
+            (outcome, Some("X402_PAYMENT_REJECTED"))
+        }
+        Ok(settlement) => {
+            let outcome = PaidOutcome::from(report_of(settlement.as_ref()));
+            let problem = match &outcome {
+                PaidOutcome::Settled { .. } => None,
+                PaidOutcome::Failed { .. } => Some("X402_SETTLEMENT_FAILED"),
+                PaidOutcome::Unknown { .. } => Some("X402_OUTCOME_UNKNOWN"),
+            };
+            (outcome, problem)
         }
     }
 }
@@ -671,15 +539,15 @@ struct Outgoing<'a> {
 }
 
 impl Outgoing<'_> {
-    async fn send(&self, extra: Option<(&str, &str)>, timeout: Duration) -> Result<Answer, String> {
+    async fn send(&self, extra: &[(&str, &str)], timeout: Duration) -> Result<Answer, String> {
         let mut builder = Request::builder()
             .method(self.method.clone())
             .uri(&self.url);
         for (name, value) in &self.headers {
             builder = builder.header(name, value);
         }
-        if let Some((name, value)) = extra {
-            builder = builder.header(name, value);
+        for (name, value) in extra {
+            builder = builder.header(*name, *value);
         }
         let request = builder
             .body(Full::new(self.body.clone()))
@@ -760,18 +628,14 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 /// The settlement the agent sees in `Trust-Settlement`.
-fn settlement_json(report: &SettlementReport, terms: &X402Terms) -> String {
-    let (reference, network) = match report {
-        SettlementReport::Settled { reference, network } => (reference.as_str(), network.as_str()),
-        _ => ("", ""),
-    };
+fn settlement_json(settlement: &Settlement, pay_to: &str) -> String {
     json!({
-        "rail": "x402",
-        "transaction": reference,
-        "network": network,
-        "asset": checksum(&terms.asset.address),
-        "amount": terms.amount.to_string(),
-        "payTo": checksum(&terms.pay_to),
+        "rail": settlement.rail,
+        "transaction": settlement.reference,
+        "network": settlement.network,
+        "asset": settlement.asset,
+        "amount": settlement.amount,
+        "payTo": pay_to,
     })
     .to_string()
 }
@@ -847,29 +711,6 @@ fn payment_required(answer: &Answer) -> Result<PaymentRequired, &'static str> {
         .map_err(|err| err.reason_code())
 }
 
-/// What the active profile lets the x402 adapter choose among offers.
-fn allowances_of(compiled: &Compiled, max_timeout_seconds: u64) -> Allowances {
-    let profile = &compiled.profile;
-    Allowances {
-        schemes: vec!["exact".to_owned()],
-        networks: profile.networks.allow.clone().unwrap_or_default(),
-        denied_networks: profile.networks.deny.clone(),
-        assets: profile.assets.allow.clone().unwrap_or_default(),
-        denied_assets: profile.assets.deny.clone(),
-        max_amount: profile
-            .amounts
-            .iter()
-            .filter_map(|bounds| {
-                let max = bounds.max.as_ref()?.parse().ok()?;
-                Some((bounds.asset.clone(), max))
-            })
-            .collect(),
-        denied_payees: profile.payees.deny.clone(),
-        allowed_payees: profile.payees.allow.clone().unwrap_or_default(),
-        max_timeout_seconds,
-    }
-}
-
 /// A refusal of the lane: a JSON body with reason codes, the signed decision when there is
 /// one, and the receipt when the call got one.
 struct RefusalBody {
@@ -909,10 +750,6 @@ impl Refusal {
             "GATEWAY_UNAVAILABLE",
             "the gateway could not decide this request",
         )
-    }
-
-    fn adapter(err: AdapterError) -> Self {
-        Self::plain(StatusCode::FORBIDDEN, err.reason_code(), &err.to_string())
     }
 
     fn upstream(err: String, receipt: Option<IssuedReceipt>, decision_id: Option<String>) -> Self {
