@@ -113,12 +113,17 @@ impl Setup {
 
     /// As [`Self::start`], with another variant of the recording upstream.
     fn start_variant(label: &str, amount_max: &str, variant: &str) -> Self {
+        Self::start_full(label, amount_max, variant, "")
+    }
+
+    /// As [`Self::start_variant`], with more `[x402]` settings.
+    fn start_full(label: &str, amount_max: &str, variant: &str, x402_extra: &str) -> Self {
         let facilitator = Facilitator::start().unwrap();
         let gateway = Gateway::start_configured(
             label,
             &PROFILE.replace("{amount_max}", amount_max),
             20,
-            &format!("[x402]\nkey_env = \"{KEY_ENV}\"\n"),
+            &format!("[x402]\nkey_env = \"{KEY_ENV}\"\n{x402_extra}"),
             &[(KEY_ENV, TEST_PAYER_KEY)],
         )
         .unwrap();
@@ -489,6 +494,36 @@ fn a_failed_settlement_is_receipted_and_never_paid_again() {
     assert!(receipt["settlement"].is_null(), "nothing moved: {receipt}");
 
     // Exactly one paid attempt reached the upstream; a second signature never leaves.
+    setup.assert_no_more_answers();
+    let recorded = setup.recorded("premium_search");
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    assert_unpaid_probe(&recorded[0], &id);
+    assert_paid_retry(&recorded[1], &id);
+    assert!(setup.facilitator.settled().is_empty());
+}
+
+#[test]
+fn a_paid_call_without_an_answer_ends_unknown_and_is_never_paid_again() {
+    let mut setup = Setup::start_full(
+        "x402-mcp-hang",
+        "50000",
+        "paid",
+        "answer_timeout_seconds = 2\n",
+    );
+    setup.facilitator.set_settle_mode("hang").unwrap();
+    let id = json!(11);
+    let started = std::time::Instant::now();
+    let response = setup.send(&call(11, "premium_search", json!({"query": "rust x402"})));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the host waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        response["error"]["data"]["reason"], "X402_OUTCOME_UNKNOWN",
+        "{response}"
+    );
+    // One answer for the id; the upstream saw one unpaid and one paid call, no third.
     setup.assert_no_more_answers();
     let recorded = setup.recorded("premium_search");
     assert_eq!(recorded.len(), 2, "{recorded:?}");

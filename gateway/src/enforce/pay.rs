@@ -37,6 +37,7 @@ use crate::policy::Compiled;
 pub struct Payer {
     adapter: X402Adapter,
     max_timeout_seconds: u64,
+    answer_timeout_ms: u64,
     /// Terms of payments authorized and not yet concluded, by decision id.
     open: Mutex<HashMap<String, X402Terms>>,
 }
@@ -97,14 +98,17 @@ impl Payer {
         Ok(Self::new(
             X402Adapter::new(signer, AssetRegistry::with_defaults(extra)),
             config.max_timeout_seconds,
+            config.answer_timeout_seconds.max(1).saturating_mul(1000),
         ))
     }
 
-    /// A payer over `adapter`.
-    pub fn new(adapter: X402Adapter, max_timeout_seconds: u64) -> Self {
+    /// A payer over `adapter`: authorizations valid at most `max_timeout_seconds`, paid
+    /// retries answered within `answer_timeout_ms` or their outcome is unknown.
+    pub fn new(adapter: X402Adapter, max_timeout_seconds: u64, answer_timeout_ms: u64) -> Self {
         Self {
             adapter,
             max_timeout_seconds,
+            answer_timeout_ms,
             open: Mutex::new(HashMap::new()),
         }
     }
@@ -131,6 +135,8 @@ pub enum PaymentVerdict {
         header_name: String,
         /// Its value (standard padded base64 of the payload).
         header_value: String,
+        /// How long to wait for the paid retry's answer before its outcome is unknown.
+        answer_timeout_ms: u64,
     },
     /// Not paid.
     Refuse {
@@ -304,6 +310,7 @@ impl Enforcer {
                     header_name: payment.header_name().to_owned(),
                     header_value: payment.header_value(),
                     payload: payment.payload_json,
+                    answer_timeout_ms: payer.answer_timeout_ms,
                 })
             }
             Err(err) => {

@@ -103,6 +103,9 @@ enum Pending {
         decision_id: String,
         started_at: Timestamp,
     },
+    /// A paid retry that did not answer in time: its outcome was receipted unknown and the
+    /// host answered; a late answer is dropped (the host must not get two).
+    Abandoned,
     Other,
 }
 
@@ -879,6 +882,10 @@ impl Relay {
                 });
                 return;
             }
+            Some(Pending::Abandoned) => {
+                tracing::warn!(?id, "dropped the late answer of an abandoned paid call");
+                return;
+            }
             Some(Pending::Held(_) | Pending::Other) | None => message.text().to_owned(),
         };
         self.deliver(id.as_ref(), text).await;
@@ -967,6 +974,7 @@ impl Relay {
                 decision_id,
                 decision,
                 payload,
+                answer_timeout_ms,
                 ..
             }) => {
                 let Ok(started_at) = enforce::now() else {
@@ -993,13 +1001,19 @@ impl Relay {
                 match retry {
                     Ok(text) => {
                         self.state().pending.insert(
-                            id,
+                            id.clone(),
                             Pending::Paid {
-                                decision_id,
+                                decision_id: decision_id.clone(),
                                 started_at,
                             },
                         );
                         self.forward(text).await;
+                        let relay = Arc::clone(&self);
+                        tokio::spawn(async move {
+                            let wait = std::time::Duration::from_millis(answer_timeout_ms);
+                            tokio::time::sleep(wait).await;
+                            relay.abandon_paid(&id, &decision_id).await;
+                        });
                     }
                     Err(err) => {
                         self.state().pending.remove(&id);
@@ -1053,6 +1067,30 @@ impl Relay {
                 self.deliver(Some(&id), text).await;
             }
         }
+    }
+
+    /// A paid retry still unanswered after the payer's answer timeout: receipted unknown (never
+    /// paid again), and the host gets an error now.
+    async fn abandon_paid(&self, id: &Id, decision_id: &str) {
+        let pending = {
+            let mut state = self.state();
+            match state.pending.get(id) {
+                Some(Pending::Paid { decision_id: d, .. }) if d == decision_id => {
+                    state.pending.insert(id.clone(), Pending::Abandoned)
+                }
+                _ => return,
+            }
+        };
+        if let Some(pending) = pending {
+            self.end_unknown(&pending).await;
+        }
+        self.reply_error(
+            id,
+            codes::INTERNAL_ERROR,
+            "the paid call got no answer in time; whether money moved is unknown, and it will not be paid again",
+            "X402_OUTCOME_UNKNOWN",
+        )
+        .await;
     }
 
     /// The paid retry's result with its receipt; the settlement in
@@ -1151,6 +1189,9 @@ impl Relay {
         let Some(pending) = self.state().pending.remove(id) else {
             return;
         };
+        if matches!(pending, Pending::Abandoned) {
+            return;
+        }
         self.end_unknown(&pending).await;
         self.reply_error(id, codes::INTERNAL_ERROR, message, reason)
             .await;
@@ -1181,7 +1222,7 @@ impl Relay {
         let pending: Vec<(Id, Pending)> = self.state().pending.drain().collect();
         for (id, pending) in pending {
             self.end_unknown(&pending).await;
-            if matches!(pending, Pending::Held(_)) {
+            if matches!(pending, Pending::Held(_) | Pending::Abandoned) {
                 continue;
             }
             self.reply_error(
