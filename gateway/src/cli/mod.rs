@@ -22,6 +22,7 @@ mod jwks;
 mod keygen;
 mod log;
 mod mcp;
+mod payments;
 mod profile;
 mod quickstart;
 mod routes;
@@ -151,7 +152,8 @@ enum Command {
         )]
         command: Vec<String>,
     },
-    /// The route inventory: every server and tool, its risk class, why, and its pinned hash.
+    /// The route inventory: every server and tool, and every HTTP route, its risk class, why,
+    /// where it is enforced, and its pinned hash.
     #[command(
         after_help = "Example:\n  trustos routes\n  trustos routes --json | jq '.routes[] | select(.risk != \"low\")'"
     )]
@@ -162,6 +164,32 @@ enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The payment attempts: state, transaction hash, validity, and what reconciliation would do.
+    #[command(
+        after_help = "Examples:\n  trustos payments\n  trustos payments --state unknown\n  \
+        trustos payments --json | jq '.[] | select(.reconcile == \"resubmit\")'\n  \
+        trustos payments --json --with-authorization\n\n\
+        One row per paid decision, newest validity first. RECONCILE: `known` (settled or failed), \
+        `resubmit` (authorized or unknown, and the authorization still valid: send the same bytes \
+        again, never a new signature), `expired` (authorized or unknown, and past its validity: \
+        only the chain can tell). The signed authorization is printed only with --json --with-authorization. \
+        Asks the running daemon; without one, reads the store. Exit 0, 1 when any listed attempt's \
+        outcome is unknown, 2 usage or configuration error."
+    )]
+    Payments {
+        /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+        /// Print a JSON array (camelCase keys).
+        #[arg(long)]
+        json: bool,
+        /// Only attempts in this state.
+        #[arg(long, value_name = "STATE", value_enum)]
+        state: Option<payments::StateFilter>,
+        /// With --json: include each attempt's signed authorization (the exact payload sent).
+        #[arg(long, requires = "json")]
+        with_authorization: bool,
     },
     /// Approve (or reject) a held call with an operator key; list held calls; accept a changed tool.
     #[command(after_help = "Examples:\n  trustos approve --list\n  \
@@ -353,6 +381,21 @@ pub fn run(cli: Cli) -> ExitCode {
             })
         }
         Command::Routes { home, json } => with_home("routes", home, |home| routes::run(home, json)),
+        Command::Payments {
+            home,
+            json,
+            state,
+            with_authorization,
+        } => with_home("payments", home, |home| {
+            payments::run(
+                home,
+                payments::PaymentsArgs {
+                    json,
+                    state,
+                    with_authorization,
+                },
+            )
+        }),
         Command::Approve {
             decision_id,
             key,

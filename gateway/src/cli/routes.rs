@@ -1,6 +1,6 @@
-//! `trustos routes`: the route inventory — every server and tool configured or seen, its risk
-//! class, why, its enforcement point and its pinned hash. Asks the running daemon; without one,
-//! reads the home directly.
+//! `trustos routes`: the route inventory — every server and tool configured or seen, and every
+//! HTTP route of the profile under its `[http.NAME]` lanes — its risk class, why, its enforcement
+//! point and its pinned hash. Asks the running daemon; without one, reads the home directly.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use super::{EXIT_OK, EXIT_USAGE};
 use crate::config::GatewayConfig;
 use crate::daemon::client::ControlClient;
 use crate::daemon::protocol::Request;
-use crate::enforce::inventory::{self, Inventory};
+use crate::enforce::inventory::{self, Inventory, RouteEntry};
 use crate::enforce::pins::Pins;
 use crate::home::Home;
 
@@ -42,8 +42,21 @@ pub fn run(home: &Home, json: bool) -> u8 {
         return EXIT_OK;
     }
     out!("profile {}", inventory.profile_fingerprint);
+    // HTTP rows (`METHODS host path`, lanes joined by commas) can be long: the first two
+    // columns are as wide as their widest cell.
+    let width = |header: &str, cell: fn(&RouteEntry) -> &str, least: usize| {
+        inventory
+            .routes
+            .iter()
+            .map(|route| cell(route).chars().count())
+            .chain([header.len(), least])
+            .max()
+            .unwrap_or(least)
+    };
+    let server_width = width("SERVER", |route| &route.server, 16);
+    let tool_width = width("TOOL", |route| &route.tool, 32);
     out!(
-        "{:<16} {:<32} {:<5} {:<16} {:<30} {:<9} sha256",
+        "{:<server_width$} {:<tool_width$} {:<5} {:<16} {:<30} {:<9} sha256",
         "SERVER",
         "TOOL",
         "RISK",
@@ -53,7 +66,7 @@ pub fn run(home: &Home, json: bool) -> u8 {
     );
     for route in &inventory.routes {
         out!(
-            "{:<16} {:<32} {:<5} {:<16} {:<30} {:<9} {}",
+            "{:<server_width$} {:<tool_width$} {:<5} {:<16} {:<30} {:<9} {}",
             route.server,
             route.tool,
             route.risk.as_str(),

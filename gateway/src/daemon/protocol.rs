@@ -1,5 +1,6 @@
-//! The control protocol between relays (stdio shims, `trustos approve`, `trustos routes`) and
-//! the daemon: newline-delimited JSON over the unix socket `$TRUSTOS_HOME/trustos.sock`.
+//! The control protocol between relays (stdio shims, `trustos approve`, `trustos routes`,
+//! `trustos payments`) and the daemon: newline-delimited JSON over the unix socket
+//! `$TRUSTOS_HOME/trustos.sock`.
 //!
 //! Each request carries an `id` chosen by the client; each response echoes it, so one
 //! connection carries many calls at once (a held call does not block the others).
@@ -110,6 +111,10 @@ pub enum Request {
     },
     /// The route inventory (→ `Inventory`).
     Routes,
+    /// Every payment attempt in the ledger, signed authorizations included (→ list of
+    /// `trustos_adapters::AttemptRecord`, by id). Read only; `trustos payments` asks it because
+    /// the store is locked while the daemon runs.
+    Payments,
     /// Daemon status (→ `Status`).
     Status,
 }

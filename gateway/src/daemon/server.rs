@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
+use trustos_adapters::AttemptRecord;
 
 use super::protocol::{
     ControlError, Envelope, MAX_CONTROL_MESSAGE, Request, Response, SOCKET_FILE, Status,
@@ -21,6 +22,7 @@ use crate::home::Home;
 use crate::mcp::lines::{Line, read_line};
 use crate::policy::{ActiveProfile, Reload};
 use crate::store::Store;
+use crate::store::payment_ledger::ATTEMPT_KIND;
 
 /// Why the daemon could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -360,6 +362,27 @@ fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, ControlError> {
         .map_err(|err| ControlError::new("CONTROL_ENCODING", err.to_string()))
 }
 
+/// Every payment attempt recorded in `store` (records of kind
+/// [`ATTEMPT_KIND`](crate::store::payment_ledger::ATTEMPT_KIND)), by id. A record that does not
+/// read as an [`AttemptRecord`] fails the whole listing (`PAYMENT_LEDGER_UNREADABLE`): an
+/// attempt whose money may have moved is never silently left out. `trustos payments` reads a
+/// stopped daemon's store with it too.
+pub async fn payment_attempts<S: Store + ?Sized>(
+    store: &S,
+) -> Result<Vec<AttemptRecord>, ControlError> {
+    let unreadable = |message: String| ControlError::new("PAYMENT_LEDGER_UNREADABLE", message);
+    store
+        .list_records(ATTEMPT_KIND)
+        .await
+        .map_err(|err| unreadable(err.to_string()))?
+        .into_iter()
+        .map(|(id, record)| {
+            serde_json::from_slice::<AttemptRecord>(&record.body)
+                .map_err(|err| unreadable(format!("payment attempt {id}: {err}")))
+        })
+        .collect()
+}
+
 fn enforce_error(err: enforce::EnforceError) -> ControlError {
     ControlError::new("GATEWAY_ERROR", err.to_string())
 }
@@ -451,6 +474,7 @@ async fn handle(daemon: &Daemon, request: Request) -> Result<Value, ControlError
                 &pins,
             ))
         }
+        Request::Payments => to_value(&payment_attempts(enforcer.store().as_ref()).await?),
         Request::Status => to_value(&Status {
             pid: std::process::id(),
             kid: enforcer.key().kid().to_owned(),

@@ -413,6 +413,10 @@ pub const REASONS: &[(&str, &str)] = &[
         "The gateway could not prepare the payment and paid nothing; see the daemon log.",
     ),
     (
+        "PAYMENT_LEDGER_UNREADABLE",
+        "The payment attempts could not be read from the store (a store error, or a record this version of trustos does not understand); nothing was changed. See the daemon log, and read the ledger with the trustos version that wrote it.",
+    ),
+    (
         "X402_NOT_CONFIGURED",
         "The API asked for payment but the gateway has no x402 payer: add an [x402] table with key_file or key_env to gateway.toml.",
     ),
