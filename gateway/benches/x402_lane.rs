@@ -2,8 +2,8 @@
 //! (decision, EIP-712 signature, retry, receipt) beyond the two upstream round trips any x402
 //! client makes, and where that time goes.
 //!
-//! Run with `cargo bench -p trustos --bench x402_lane` (`X402_BENCH_SECONDS=2` for a quick run
-//! of about half a minute). Results are printed as tables and written as JSON to
+//! Run with `cargo bench -p trustos --bench x402_lane` (about a minute after the build;
+//! `X402_BENCH_SECONDS=2` for a quick run of about 20 s). Results are printed as tables and written as JSON to
 //! `<target>/x402_lane.json`.
 //!
 //! Everything runs in this one process, each part on a runtime of its own as if it were its own
@@ -47,16 +47,30 @@
 //!    delays every request behind it instead of hiding them (no coordinated omission). The two
 //!    paths take turns in [`OPEN_SLICE`] slices (each drains before the next starts; each round
 //!    starts with the other path), so background noise falls on both alike. Overhead = gateway −
-//!    direct at p50, p90, p99, p99.9 and max.
+//!    direct at p50, p90, p99, p99.9 and max; it includes the agent's own hop to the gateway (one
+//!    more local HTTP exchange) besides the gateway's work. At the defaults each path has 1,000
+//!    samples, so p99.9 is a single sample.
 //! 3. *Closed loop*, 1 request in flight, `X402_BENCH_SECONDS` per path: requests/s.
-//! 4. *Where the time goes*: the lane's paid path replayed in process, one request at a time
-//!    (`X402_BENCH_SAMPLES`, default 1000), each step timed with the code the lane runs: reading
-//!    the offer, `Enforcer::decide`, verifying the decision, `X402Adapter::authorize` against a
-//!    ledger wrapper that times each durable store call (attempt create, replay-key claim), the
-//!    settlement report (attempt load + update), `Enforcer::finish_paid` (receipt). Beside them,
-//!    the parts of a decision on their own (policy evaluation, the decision's JWS, the
-//!    decision's durable commit + consume), `EvmSigner::sign_transfer` alone, and a raw 4 KiB
-//!    write + `fdatasync` in the home's file system.
+//! 4. *Where the time goes*, one request at a time (`X402_BENCH_SAMPLES`, default 1000), with
+//!    the load stopped. Each sample first runs the lane's own calls for one paid request, each
+//!    timed: `Enforcer::decide` of the unpaid request (the probe), reading the 402's offer,
+//!    `Enforcer::authorize_payment` (offer chosen, decision committed and consumed, verified,
+//!    EIP-712 signed, attempt recorded, replay key claimed) and, after the retry would have
+//!    come back, reading `PAYMENT-RESPONSE` + `Enforcer::conclude_payment` (attempt updated,
+//!    receipt committed); their sum is the gateway's in-process share. Then it pays a second
+//!    time step by step with the same functions, to time the parts: the offer chosen,
+//!    `Enforcer::decide` (and beside it policy evaluation, the decision's JWS and its durable
+//!    commit + consume on their own), the verification, `X402Adapter::authorize` against a
+//!    ledger wrapper that times each durable store call (attempt created, replay key claimed),
+//!    `EvmSigner::sign_transfer` alone, the settlement report (attempt read + updated) and
+//!    `Enforcer::finish_paid` (receipt). Last, a raw 4 KiB write + `fdatasync` in the home's
+//!    file system.
+//!
+//! Beside the open loop's latencies, each path's CPU per request by thread group (client,
+//! gateway runtime, store writer, upstream, pacer) from `/proc/self/task/*/schedstat`: time on
+//! a CPU, and time runnable but waiting for one. The second is how a busy machine shows up: a
+//! paid request passes from thread to thread (client, gateway workers, store writer, upstream)
+//! some sixteen times, and each handoff may wait for a core.
 //!
 //! The machine is shared with whatever else runs: the load average at start and the
 //! machine-wide CPU and I/O stall (PSI `some`) during the open loop are reported beside the
@@ -87,7 +101,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use trustos::daemon::server;
-use trustos::enforce::pay::allowances_of;
+use trustos::enforce::pay::{PaidOutcome, PaymentVerdict, allowances_of};
 use trustos::enforce::{CallEnd, CallPayment, Enforcer, HttpTarget, ToolCall, Verdict, now};
 use trustos::home::{Home, ensure_initialized};
 use trustos::policy::engine::{Intent, PaymentFacts, decide_with_store};
@@ -216,6 +230,9 @@ struct Phase {
     rate: f64,
     /// Worst lateness of a scheduled send (open loop), in nanoseconds.
     max_send_lag: u64,
+    /// Per thread group ([`THREAD_GROUPS`]), during the phase (open loop): nanoseconds on a
+    /// CPU, and runnable but waiting for one.
+    sched: BTreeMap<&'static str, (u64, u64)>,
 }
 
 impl Phase {
@@ -234,6 +251,11 @@ impl Phase {
         self.first_error = self.first_error.take().or(other.first_error);
         self.rate = other.rate;
         self.max_send_lag = self.max_send_lag.max(other.max_send_lag);
+        for (group, (cpu, wait)) in other.sched {
+            let entry = self.sched.entry(group).or_default();
+            entry.0 += cpu;
+            entry.1 += wait;
+        }
     }
 
     fn finish(mut self) -> Self {
@@ -264,8 +286,43 @@ impl Phase {
             .collect()
     }
 
+    /// On-CPU and waiting nanoseconds of all thread groups.
+    fn sched_total(&self) -> (u64, u64) {
+        self.sched
+            .values()
+            .fold((0, 0), |(c, w), (cpu, wait)| (c + cpu, w + wait))
+    }
+
+    /// Milliseconds of `total` per request sent.
+    fn per_request_ms(&self, total: u64) -> f64 {
+        total as f64 / 1e6 / self.sent.max(1) as f64
+    }
+
     fn summary(&self) -> Value {
         let mut out = self.percentiles();
+        let (cpu, wait) = self.sched_total();
+        out.insert(
+            "process_cpu_ms_per_request".into(),
+            json!(self.per_request_ms(cpu)),
+        );
+        out.insert(
+            "process_cpu_wait_ms_per_request".into(),
+            json!(self.per_request_ms(wait)),
+        );
+        out.insert(
+            "threads_ms_per_request".into(),
+            self.sched
+                .iter()
+                .map(|(group, (cpu, wait))| {
+                    let value = json!({
+                        "on_cpu": self.per_request_ms(*cpu),
+                        "waiting_for_cpu": self.per_request_ms(*wait),
+                    });
+                    ((*group).to_owned(), value)
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        );
         out.insert("requests".into(), json!(self.sent));
         out.insert("ok".into(), json!(self.nanos.len()));
         out.insert("errors".into(), json!(self.errors));
@@ -603,22 +660,27 @@ fn open_loop(
     let start = Instant::now() + Duration::from_millis(20);
     let scheduled = move |k: usize| start + interval * u32::try_from(k).unwrap();
     let (sender, mut due) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    let (done, max_lag) = std::thread::scope(|scope| {
-        let pacer = scope.spawn(move || {
-            // Best effort: a small timer slack makes the schedule tighter.
-            let _ = std::fs::write("/proc/thread-self/timerslack_ns", "1000");
-            let mut max_lag = 0u64;
-            for k in 0..count {
-                let at = scheduled(k);
-                let now = Instant::now();
-                if at > now {
-                    std::thread::sleep(at - now);
+    let before = sched_by_group();
+    let (done, (max_lag, pacer_sched)) = std::thread::scope(|scope| {
+        let pacer = std::thread::Builder::new()
+            .name("pacer".into())
+            .spawn_scoped(scope, move || {
+                // Best effort: a small timer slack makes the schedule tighter.
+                let _ = std::fs::write("/proc/thread-self/timerslack_ns", "1000");
+                let mut max_lag = 0u64;
+                for k in 0..count {
+                    let at = scheduled(k);
+                    let now = Instant::now();
+                    if at > now {
+                        std::thread::sleep(at - now);
+                    }
+                    max_lag = max_lag.max(nanos(Instant::now().saturating_duration_since(at)));
+                    sender.send(k).unwrap();
                 }
-                max_lag = max_lag.max(nanos(Instant::now().saturating_duration_since(at)));
-                sender.send(k).unwrap();
-            }
-            max_lag
-        });
+                // Its own share, read before it exits (the process totals lose exited threads).
+                (max_lag, sched_of("/proc/thread-self/schedstat"))
+            })
+            .unwrap();
         let done = client_rt.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             while let Some(k) = due.recv().await {
@@ -636,10 +698,20 @@ fn open_loop(
         });
         (done, pacer.join().unwrap())
     });
+    let mut sched = sched_by_group();
+    for (group, (cpu, wait)) in &mut sched {
+        let (cpu0, wait0) = before.get(group).copied().unwrap_or_default();
+        *cpu = cpu.saturating_sub(cpu0);
+        *wait = wait.saturating_sub(wait0);
+    }
+    if let Some(pacer) = pacer_sched {
+        sched.insert("pacer", pacer);
+    }
     let mut phase = Phase {
         sent: count,
         max_send_lag: max_lag,
         rate: count as f64 / length.as_secs_f64(),
+        sched,
         ..Phase::default()
     };
     for (k, at, result) in done {
@@ -731,82 +803,112 @@ impl PaymentLedger for TimedLedger {
     }
 }
 
-/// The steps of the breakdown, in order, with what each does. `in_path` steps add up to the
-/// gateway's in-process share of one paid request; the others time a part on its own.
-const STEPS: &[(&str, bool, &str)] = &[
+/// The steps of the breakdown, in order: name; depth (a step of depth n + 1 is a part of the
+/// step of depth n above it, timed in a replay of the same code one call at a time); whether
+/// it is one of the lane's own steps (those add up to `in_process_total`); what it does.
+const STEPS: &[(&str, usize, bool, &str)] = &[
     (
-        "offer",
+        "probe",
+        0,
         true,
-        "read the 402's PAYMENT-REQUIRED, choose the offer, bind its terms",
+        "Enforcer::decide of the unpaid request: the route's other rules (policy, no write)",
+    ),
+    ("offer", 0, true, "the 402's PAYMENT-REQUIRED read"),
+    (
+        "authorize_payment",
+        0,
+        true,
+        "Enforcer::authorize_payment: offer chosen, decided, verified, signed (3 writes)",
+    ),
+    (
+        "choose_offer",
+        1,
+        false,
+        "allowances + X402Adapter::prepare + bound terms",
     ),
     (
         "decide",
-        true,
-        "Enforcer::decide: policy + decision JWS + durable commit and consume (1 write)",
+        1,
+        false,
+        "Enforcer::decide with the terms: policy, decision JWS, commit + consume (1 write)",
     ),
     (
-        "  policy",
+        "policy",
+        2,
         false,
-        "  of which: policy evaluation with the store's budget totals",
+        "policy evaluation with the store's budget totals",
     ),
     (
-        "  decision_sign",
+        "decision_sign",
+        2,
         false,
-        "  of which: the PolicyDecision's JCS + Ed25519 JWS",
+        "the PolicyDecision's JCS + Ed25519 JWS",
     ),
     (
-        "  decision_write",
+        "decision_write",
+        2,
         false,
-        "  of which: Store::commit_decision with consume (durable)",
+        "Store::commit_decision with consume (durable)",
     ),
     (
         "verify",
-        true,
+        1,
+        false,
         "fingerprint with the terms + Verifier::verify_decision",
     ),
     (
-        "authorize",
-        true,
+        "adapter_authorize",
+        1,
+        false,
         "X402Adapter::authorize: EIP-712 signature, payload, 2 writes",
     ),
     (
-        "  eip712_sign",
+        "eip712_sign",
+        2,
         false,
-        "  of which: EvmSigner::sign_transfer alone (incl. its recovery check)",
+        "EvmSigner::sign_transfer alone (with its recovery check)",
     ),
     (
-        "  attempt_create",
+        "attempt_create",
+        2,
         false,
-        "  of which: attempt record created (durable CAS)",
+        "attempt record created (durable compare-and-set)",
     ),
+    ("replay_claim", 2, false, "replay key claimed (durable)"),
     (
-        "  replay_claim",
-        false,
-        "  of which: replay key claimed (durable)",
+        "conclude_payment",
+        0,
+        true,
+        "PAYMENT-RESPONSE read + Enforcer::conclude_payment (2 writes)",
     ),
     (
         "report",
-        true,
-        "read PAYMENT-RESPONSE + X402Adapter::report (load + update)",
-    ),
-    ("  attempt_load", false, "  of which: attempt record read"),
-    (
-        "  attempt_update",
+        1,
         false,
-        "  of which: attempt record updated (read + durable CAS)",
+        "X402Adapter::report: attempt record read + updated",
+    ),
+    ("attempt_load", 2, false, "attempt record read"),
+    (
+        "attempt_update",
+        2,
+        false,
+        "attempt record updated (read + durable compare-and-set)",
     ),
     (
         "receipt",
-        true,
+        1,
+        false,
         "Enforcer::finish_paid: Receipt JWS + durable commit (1 write)",
     ),
     (
         "in_process_total",
+        0,
         false,
-        "sum of the steps above per request (the gateway minus HTTP)",
+        "the lane's steps above (depth 0) added up per request: the gateway without HTTP",
     ),
     (
         "fsync_4k",
+        0,
         false,
         "raw 4 KiB write + fdatasync in the home's file system",
     ),
@@ -815,6 +917,7 @@ const STEPS: &[(&str, bool, &str)] = &[
 /// What the breakdown needs.
 struct Side {
     enforcer: Arc<Enforcer>,
+    /// An adapter like the payer's (same key, same assets), for the replay step by step.
     adapter: X402Adapter,
     signer: EvmSigner,
     ledger: TimedLedger,
@@ -822,11 +925,21 @@ struct Side {
     max_timeout_seconds: u64,
     required: String,
     response: String,
+    /// The unpaid request as the lane builds it.
     call: ToolCall,
     probe: std::fs::File,
 }
 
-/// One paid request's gateway work, each step timed into `out`.
+/// What a receipt binds of the upstream's answer (the lane's `Answer::result_digest`).
+fn result_digest() -> Result<Digest, String> {
+    Digest::of_canonical_value(
+        &json!({"status": 200, "bodySha256": Digest::of(ITEM_BODY).to_string()}),
+    )
+    .map_err(|err| err.to_string())
+}
+
+/// One paid request's gateway work through the calls the lane makes, each timed into `out`;
+/// then a second one step by step, timing the parts; then one raw durable write.
 async fn side_sample(
     side: &Side,
     round: u64,
@@ -834,12 +947,76 @@ async fn side_sample(
 ) -> Result<(), String> {
     let mut record = |name: &'static str, took: u64| out.entry(name).or_default().push(took);
     let e = |err: &dyn std::fmt::Display| err.to_string();
-    let mut total = 0u64;
 
-    // Offer.
+    // The lane's own steps.
+    let mut total = 0u64;
+    let started = Instant::now();
+    let probe = side
+        .enforcer
+        .decide(side.call.clone())
+        .await
+        .map_err(|err| e(&err))?;
+    let took = nanos(started.elapsed());
+    record("probe", took);
+    total += took;
+    if !matches!(probe, Verdict::Pass { .. }) {
+        return Err(format!("the unpaid request was not passed: {probe:?}"));
+    }
+
     let started = Instant::now();
     let required = wire::payment_required_from_http(Some(side.required.as_bytes()), b"{}")
         .map_err(|err| e(&err))?;
+    let took = nanos(started.elapsed());
+    record("offer", took);
+    total += took;
+
+    let started = Instant::now();
+    let verdict = side
+        .enforcer
+        .authorize_payment(side.call.clone(), &required)
+        .await
+        .map_err(|err| e(&err))?;
+    let took = nanos(started.elapsed());
+    record("authorize_payment", took);
+    total += took;
+    let PaymentVerdict::Pay {
+        decision_id,
+        header_value,
+        ..
+    } = verdict
+    else {
+        return Err(format!("the payment was refused: {verdict:?}"));
+    };
+    if header_value.is_empty() {
+        return Err("empty payment header".into());
+    }
+    let started_at = now().map_err(|err| e(&err))?;
+
+    let started = Instant::now();
+    let settlement =
+        wire::settlement_from_http(Some(side.response.as_bytes()), None).map_err(|err| e(&err))?;
+    let outcome = PaidOutcome::from(report_of(settlement.as_ref()));
+    let concluded = side
+        .enforcer
+        .conclude_payment(
+            &decision_id,
+            outcome,
+            true,
+            Some(result_digest()?),
+            started_at,
+        )
+        .await
+        .map_err(|err| e(&err))?;
+    let took = nanos(started.elapsed());
+    record("conclude_payment", took);
+    total += took;
+    if concluded.settlement.is_none() || concluded.receipt.receipt.split('.').count() != 3 {
+        return Err("the payment was not concluded with a settlement and a receipt".into());
+    }
+    record("in_process_total", total);
+
+    // The same again, step by step.
+    let started = Instant::now();
     let allowances = allowances_of(&side.enforcer.profile(), side.max_timeout_seconds);
     let terms = side
         .adapter
@@ -851,9 +1028,7 @@ async fn side_sample(
         terms: bound.clone(),
         asset_symbol: terms.asset.symbol.clone(),
     });
-    let took = nanos(started.elapsed());
-    record("offer", took);
-    total += took;
+    record("choose_offer", nanos(started.elapsed()));
 
     // The parts of a decision on their own: policy, JWS, durable commit + consume.
     let compiled = side.enforcer.profile();
@@ -875,7 +1050,7 @@ async fn side_sample(
     let evaluation = decide_with_store(&compiled, &**side.enforcer.store(), &intent, issued_at)
         .await
         .map_err(|err| e(&err))?;
-    record("  policy", nanos(started.elapsed()));
+    record("policy", nanos(started.elapsed()));
     if evaluation.outcome != Outcome::Allow {
         return Err(format!("the policy said {:?}", evaluation.reasons));
     }
@@ -897,7 +1072,7 @@ async fn side_sample(
         mode: evaluation.mode,
     };
     let signed = jws::sign(side.enforcer.key(), TYP_DECISION, &decision).map_err(|err| e(&err))?;
-    record("  decision_sign", nanos(started.elapsed()));
+    record("decision_sign", nanos(started.elapsed()));
     let started = Instant::now();
     side.enforcer
         .store()
@@ -909,18 +1084,15 @@ async fn side_sample(
         })
         .await
         .map_err(|err| e(&err))?;
-    record("  decision_write", nanos(started.elapsed()));
+    record("decision_write", nanos(started.elapsed()));
 
-    // Decide, as the lane does.
     let started = Instant::now();
     let verdict = side
         .enforcer
         .decide(call.clone())
         .await
         .map_err(|err| e(&err))?;
-    let took = nanos(started.elapsed());
-    record("decide", took);
-    total += took;
+    record("decide", nanos(started.elapsed()));
     let Verdict::Forward {
         decision_id,
         decision: jws,
@@ -930,7 +1102,6 @@ async fn side_sample(
     };
     let started_at = now().map_err(|err| e(&err))?;
 
-    // Verify.
     let started = Instant::now();
     let at = now().map_err(|err| e(&err))?;
     let request = call.fingerprint(None).map_err(|err| e(&err))?;
@@ -941,11 +1112,8 @@ async fn side_sample(
         .verifier
         .verify_decision(&jws, &expected, at)
         .map_err(|err| e(&err))?;
-    let took = nanos(started.elapsed());
-    record("verify", took);
-    total += took;
+    record("verify", nanos(started.elapsed()));
 
-    // Authorize (signature + attempt + replay key).
     let started = Instant::now();
     let payment = side
         .adapter
@@ -953,9 +1121,7 @@ async fn side_sample(
         .await
         .map_err(|err| e(&err))?;
     let header = payment.header_value();
-    let took = nanos(started.elapsed());
-    record("authorize", took);
-    total += took;
+    record("adapter_authorize", nanos(started.elapsed()));
     if header.is_empty() {
         return Err("empty payment header".into());
     }
@@ -974,27 +1140,17 @@ async fn side_sample(
     side.signer
         .sign_transfer(&domain, &auth)
         .map_err(|err| e(&err))?;
-    record("  eip712_sign", nanos(started.elapsed()));
+    record("eip712_sign", nanos(started.elapsed()));
 
-    // Report the settlement.
     let started = Instant::now();
-    let settlement =
-        wire::settlement_from_http(Some(side.response.as_bytes()), None).map_err(|err| e(&err))?;
     let report = report_of(settlement.as_ref());
     side.adapter
         .report(&side.ledger, &decision_id, &report)
         .await
         .map_err(|err| e(&err))?;
-    let took = nanos(started.elapsed());
-    record("report", took);
-    total += took;
+    record("report", nanos(started.elapsed()));
 
-    // Receipt.
     let started = Instant::now();
-    let digest = Digest::of_canonical_value(
-        &json!({"status": 200, "bodySha256": Digest::of(ITEM_BODY).to_string()}),
-    )
-    .map_err(|err| e(&err))?;
     let settled = SettlementObject {
         rail: "x402".into(),
         reference: TX_HASH.into(),
@@ -1007,27 +1163,17 @@ async fn side_sample(
         .finish_paid(
             &decision_id,
             CallEnd::Completed,
-            Some(digest),
+            Some(result_digest()?),
             started_at,
             Some(settled),
         )
         .await
         .map_err(|err| e(&err))?;
-    let took = nanos(started.elapsed());
-    record("receipt", took);
-    total += took;
+    record("receipt", nanos(started.elapsed()));
     if receipt.receipt.split('.').count() != 3 {
         return Err("the receipt is not a compact JWS".into());
     }
-    record("in_process_total", total);
-
     for (name, took) in side.ledger.times.lock().unwrap().drain(..) {
-        let name = match name {
-            "attempt_create" => "  attempt_create",
-            "replay_claim" => "  replay_claim",
-            "attempt_load" => "  attempt_load",
-            _ => "  attempt_update",
-        };
         record(name, took);
     }
 
@@ -1091,6 +1237,49 @@ fn pressure_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>, wall: D
         }
         _ => Value::Null,
     }
+}
+
+/// On-CPU and run-queue-wait nanoseconds of one thread (`…/schedstat`).
+fn sched_of(path: impl AsRef<Path>) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(cpu)), Some(Ok(wait))) => Some((cpu, wait)),
+        _ => None,
+    }
+}
+
+/// Thread groups of this process by thread name: the gateway's runtime (workers and blocking
+/// pool), the store's writer thread, the upstream, the open loop's pacer; everything else is
+/// the client (the main thread).
+const THREAD_GROUPS: [&str; 5] = ["client", "gateway", "store_writer", "upstream", "pacer"];
+
+/// [`sched_of`] summed over this process's live threads (`/proc/self/task`), by
+/// [`THREAD_GROUPS`]: how long each group ran, and how long its threads were runnable but
+/// waited for a CPU (another process, or one another, had it). Empty when the kernel does not
+/// report it. A thread that exits takes its share with it (the pacer reports its own).
+fn sched_by_group() -> BTreeMap<&'static str, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Some((cpu, wait)) = sched_of(task.path().join("schedstat")) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let group = match name.trim() {
+            "gateway" => THREAD_GROUPS[1],
+            n if n.starts_with("trustos-store") => THREAD_GROUPS[2],
+            "upstream" => THREAD_GROUPS[3],
+            "pacer" => THREAD_GROUPS[4],
+            _ => THREAD_GROUPS[0],
+        };
+        let entry: &mut (u64, u64) = out.entry(group).or_default();
+        entry.0 += cpu;
+        entry.1 += wait;
+    }
+    out
 }
 
 fn scratch_dir() -> PathBuf {
@@ -1280,18 +1469,15 @@ fn main() {
     }
     let open_pressure = pressure_share(open_started.1, pressure(), open_started.0.elapsed());
     let open: BTreeMap<PathKind, Phase> = open.into_iter().map(|(k, p)| (k, p.finish())).collect();
-    if let Ok(dump) = std::env::var("X402_BENCH_DUMP") {
-        let raw: BTreeMap<&str, &Vec<u64>> =
-            open.iter().map(|(k, p)| (k.name(), &p.nanos)).collect();
-        std::fs::write(dump, serde_json::to_string(&raw).unwrap()).unwrap();
-    }
     for (path, phase) in &open {
         println!(
-            "  open {:<8} p50 {:.3} ms  p99 {:.3} ms  errors {}",
+            "  open {:<8} p50 {:.3} ms  p99 {:.3} ms  errors {}  (latest send {:.3} ms behind \
+             schedule)",
             path.name(),
             phase.ms(0.5),
             phase.ms(0.99),
-            phase.errors
+            phase.errors,
+            phase.max_send_lag as f64 / 1e6
         );
     }
 
@@ -1420,6 +1606,36 @@ fn main() {
         print!(" **{value:.3}** |");
     }
     println!(" |");
+    println!(
+        "\nCPU per request in the open loop, by thread (on a CPU / runnable but waiting for one), \
+         ms"
+    );
+    print!("| path |");
+    for group in THREAD_GROUPS {
+        print!(" {group} |");
+    }
+    println!(
+        " whole process |\n|---|{}---|",
+        "---|".repeat(THREAD_GROUPS.len())
+    );
+    for path in paths {
+        let phase = &open[&path];
+        print!("| {} |", path.name());
+        for group in THREAD_GROUPS {
+            let (cpu, wait) = phase.sched.get(group).copied().unwrap_or_default();
+            print!(
+                " {:.3} / {:.3} |",
+                phase.per_request_ms(cpu),
+                phase.per_request_ms(wait)
+            );
+        }
+        let (cpu, wait) = phase.sched_total();
+        println!(
+            " {:.3} / {:.3} |",
+            phase.per_request_ms(cpu),
+            phase.per_request_ms(wait)
+        );
+    }
 
     println!(
         "\nClosed loop, 1 in flight, {:.0} s per path: requests/s (p50 / p99 ms)",
@@ -1441,15 +1657,15 @@ fn main() {
          {samples} samples, ms"
     );
     println!("| step | p50 | p90 | p99 | p99.9 | max | what |\n|---|---|---|---|---|---|---|");
-    for (name, _, what) in STEPS {
+    for (name, depth, _, what) in STEPS {
         let Some(phase) = steps.get(name) else {
             continue;
         };
-        print!("| {} |", name.trim());
+        print!("| {}{name} |", "· ".repeat(*depth));
         for (_, f) in PERCENTILES {
             print!(" {:.3} |", phase.ms(f));
         }
-        println!(" {} |", what.trim());
+        println!(" {what} |");
     }
 
     let counts = &upstream.counts;
@@ -1537,12 +1753,13 @@ fn main() {
             "first_error": side_errors.first_error,
             "steps": STEPS
                 .iter()
-                .filter_map(|(name, in_path, what)| {
+                .filter_map(|(name, depth, lane_step, what)| {
                     let phase = steps.get(name)?;
                     let mut entry = phase.percentiles();
-                    entry.insert("in_path".into(), json!(in_path));
-                    entry.insert("what".into(), json!(what.trim()));
-                    Some((name.trim().to_owned(), Value::Object(entry)))
+                    entry.insert("depth".into(), json!(depth));
+                    entry.insert("lane_step".into(), json!(lane_step));
+                    entry.insert("what".into(), json!(what));
+                    Some(((*name).to_owned(), Value::Object(entry)))
                 })
                 .collect::<serde_json::Map<_, _>>(),
         },
