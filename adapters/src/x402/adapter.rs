@@ -357,16 +357,21 @@ impl Adapter for X402Adapter {
             reference: None,
             detail: None,
         };
-        if let AttemptClaim::Existing(existing) = ledger.create_attempt(&record).await? {
+        // Both writes are submitted together so the store's group commit makes them durable in
+        // one sync. Safe in either order: the nonce belongs to this decision alone, so an
+        // earlier attempt of the same decision already holds it, and a claim made by a refused
+        // duplicate blocks nothing else.
+        let (created, claimed) = tokio::join!(
+            ledger.create_attempt(&record),
+            ledger.claim_replay_key(RAIL, &replay_key, valid_before, now)
+        );
+        if let AttemptClaim::Existing(existing) = created? {
             return Err(AdapterError::AlreadyAuthorized {
                 decision_id: decision_id.to_owned(),
                 state: existing.state.as_str(),
             });
         }
-        if !ledger
-            .claim_replay_key(RAIL, &replay_key, valid_before, now)
-            .await?
-        {
+        if !claimed? {
             record.state = AttemptState::Failed;
             record.detail = Some("refused: the replay set already holds this nonce".to_owned());
             ledger.update_attempt(&record).await?;

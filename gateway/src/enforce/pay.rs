@@ -384,13 +384,6 @@ impl Enforcer {
             .ok_or_else(|| EnforceError::Internal("no x402 payer".into()))?;
         let terms = lock_open(payer).remove(decision_id);
         let report = SettlementReport::from(outcome.clone());
-        if let Err(err) = payer
-            .adapter
-            .report(&**self.store(), decision_id, &report)
-            .await
-        {
-            tracing::error!(%decision_id, error = %err, "could not record a payment's outcome");
-        }
         let settlement = match (&outcome, &terms) {
             (PaidOutcome::Settled { reference, network }, Some(terms)) => Some(Settlement {
                 rail: payer.adapter.rail().to_owned(),
@@ -409,15 +402,18 @@ impl Enforcer {
             PaidOutcome::Unknown { .. } if served => CallEnd::Completed,
             PaidOutcome::Unknown { .. } => CallEnd::Unknown,
         };
-        let receipt = self
-            .finish_paid(
-                decision_id,
-                end,
-                result_digest,
-                started_at,
-                settlement.clone(),
-            )
-            .await?;
+        // The ledger update and the receipt are independent writes: submitted together, the
+        // store's group commit makes them durable in one sync.
+        let (recorded, receipt) = tokio::join!(
+            payer
+                .adapter
+                .report(&**self.store(), decision_id, &report),
+            self.finish_paid(decision_id, end, result_digest, started_at, settlement.clone())
+        );
+        if let Err(err) = recorded {
+            tracing::error!(%decision_id, error = %err, "could not record a payment's outcome");
+        }
+        let receipt = receipt?;
         tracing::info!(%decision_id, ?outcome, "x402 payment concluded");
         Ok(ConcludedPayment {
             receipt,
