@@ -405,10 +405,14 @@ impl Enforcer {
         // The ledger update and the receipt are independent writes: submitted together, the
         // store's group commit makes them durable in one sync.
         let (recorded, receipt) = tokio::join!(
-            payer
-                .adapter
-                .report(&**self.store(), decision_id, &report),
-            self.finish_paid(decision_id, end, result_digest, started_at, settlement.clone())
+            payer.adapter.report(&**self.store(), decision_id, &report),
+            self.finish_paid(
+                decision_id,
+                end,
+                result_digest,
+                started_at,
+                settlement.clone()
+            )
         );
         if let Err(err) = recorded {
             tracing::error!(%decision_id, error = %err, "could not record a payment's outcome");

@@ -210,6 +210,33 @@ struct Front {
     stateless: Mutex<HashMap<(String, String), Arc<Conn>>>,
 }
 
+/// What a path names: an MCP server (`/mcp/NAME`) or an HTTP API (`/http/NAME`).
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Mcp,
+    Http,
+}
+
+impl Endpoint {
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Mcp => "MCP server",
+            Self::Http => "HTTP API",
+        }
+    }
+
+    fn remediation(self) -> &'static str {
+        match self {
+            Self::Mcp => {
+                "Add a [servers.NAME] table with `command` or `url` to gateway.toml, or use a configured name."
+            }
+            Self::Http => {
+                "Add an [http.NAME] table with `url` to gateway.toml, or use a configured name."
+            }
+        }
+    }
+}
+
 /// Who is calling, and which server.
 struct Caller {
     owner: String,
@@ -248,12 +275,9 @@ impl Front {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         // 1. Route: the HTTP lane, or an MCP server.
         if let Some(rest) = request.uri().path().strip_prefix("/http/") {
-            let (name, path) = rest.split_once('/').map_or((rest, ""), |(n, p)| (n, p));
-            let (name, path) = (name.to_owned(), format!("/{path}"));
-            let path = if rest.contains('/') {
-                path
-            } else {
-                String::new()
+            let (name, path) = match rest.split_once('/') {
+                Some((name, path)) => (name.to_owned(), format!("/{path}")),
+                None => (rest.to_owned(), String::new()),
             };
             return self.http_lane(request, name, path).await;
         }
@@ -276,38 +300,11 @@ impl Front {
             return method_not_allowed("GET, POST, DELETE");
         }
         let headers = request.headers();
-        // 2. Origin.
-        if let Some(origin) = headers.get(ORIGIN)
-            && !checks::origin_allowed(origin, &self.config.gateway.allowed_origins)
-        {
-            tracing::warn!(?origin, "refused a request from a foreign origin");
-            return refusal(
-                StatusCode::FORBIDDEN,
-                "HTTP_ORIGIN_NOT_ALLOWED",
-                "the request's Origin is not allowed",
-                "Add the origin (scheme://host) to allowed_origins in the [gateway] table of gateway.toml if this page should reach the gateway.",
-            );
-        }
-        // 3. Auth.
-        let Some(token) = checks::bearer(headers).and_then(|token| self.config.token(token)) else {
-            return unauthorized(checks::bearer(headers).is_some());
+        // 2 and 3. Origin and auth.
+        let token = match self.admit(headers, &name, Endpoint::Mcp) {
+            Ok(token) => token,
+            Err(response) => return *response,
         };
-        if !self.config.servers.contains_key(&name) {
-            return refusal(
-                StatusCode::NOT_FOUND,
-                "HTTP_NOT_FOUND",
-                &format!("no MCP server named {name:?}"),
-                "Add a [servers.NAME] table with `command` or `url` to gateway.toml, or use a configured name.",
-            );
-        }
-        if !token.servers.is_empty() && !token.servers.contains(&name) {
-            return refusal(
-                StatusCode::FORBIDDEN,
-                "HTTP_TOKEN_NOT_ALLOWED",
-                &format!("this token may not reach the MCP server {name:?}"),
-                "Add the server to this token's `servers` list in gateway.toml, or use a token allowed on it.",
-            );
-        }
         let caller = Caller::new(token, &name);
         // 4. Version.
         let era = match headers.get(HEADER_PROTOCOL_VERSION) {
@@ -325,6 +322,51 @@ impl Front {
         }
     }
 
+    /// Origin, bearer token, the endpoint's existence (only a caller with a token learns which
+    /// endpoints exist), and the token's reach: the checks `/mcp/NAME` and `/http/NAME` share.
+    fn admit(
+        &self,
+        headers: &HeaderMap,
+        name: &str,
+        endpoint: Endpoint,
+    ) -> Result<&TokenConfig, Box<Response<Body>>> {
+        if let Some(origin) = headers.get(ORIGIN)
+            && !checks::origin_allowed(origin, &self.config.gateway.allowed_origins)
+        {
+            tracing::warn!(?origin, "refused a request from a foreign origin");
+            return Err(Box::new(refusal(
+                StatusCode::FORBIDDEN,
+                "HTTP_ORIGIN_NOT_ALLOWED",
+                "the request's Origin is not allowed",
+                "Add the origin (scheme://host) to allowed_origins in the [gateway] table of gateway.toml if this page should reach the gateway.",
+            )));
+        }
+        let Some(token) = checks::bearer(headers).and_then(|token| self.config.token(token)) else {
+            return Err(Box::new(unauthorized(checks::bearer(headers).is_some())));
+        };
+        let exists = match endpoint {
+            Endpoint::Mcp => self.config.servers.contains_key(name),
+            Endpoint::Http => self.lane.as_ref().is_some_and(|lane| lane.has(name)),
+        };
+        if !exists {
+            return Err(Box::new(refusal(
+                StatusCode::NOT_FOUND,
+                "HTTP_NOT_FOUND",
+                &format!("no {} named {name:?}", endpoint.noun()),
+                endpoint.remediation(),
+            )));
+        }
+        if !token.servers.is_empty() && !token.servers.iter().any(|s| s == name) {
+            return Err(Box::new(refusal(
+                StatusCode::FORBIDDEN,
+                "HTTP_TOKEN_NOT_ALLOWED",
+                &format!("this token may not reach the {} {name:?}", endpoint.noun()),
+                "Add the name to this token's `servers` list in gateway.toml, or use a token allowed on it.",
+            )));
+        }
+        Ok(token)
+    }
+
     /// A request for the HTTP lane: origin and bearer checks as for `/mcp`, then the lane.
     async fn http_lane(
         self: &Arc<Self>,
@@ -332,37 +374,18 @@ impl Front {
         name: String,
         path: String,
     ) -> Response<Body> {
-        let headers = request.headers();
-        if let Some(origin) = headers.get(ORIGIN)
-            && !checks::origin_allowed(origin, &self.config.gateway.allowed_origins)
-        {
-            return refusal(
-                StatusCode::FORBIDDEN,
-                "HTTP_ORIGIN_NOT_ALLOWED",
-                "the request's Origin is not allowed",
-                "Add the origin (scheme://host) to allowed_origins in the [gateway] table of gateway.toml if this page should reach the gateway.",
-            );
-        }
-        let Some(token) = checks::bearer(headers).and_then(|token| self.config.token(token)) else {
-            return unauthorized(checks::bearer(headers).is_some());
+        let token = match self.admit(request.headers(), &name, Endpoint::Http) {
+            Ok(token) => token,
+            Err(response) => return *response,
         };
-        // Only a caller with a token learns which APIs exist (as for /mcp).
-        let Some(lane) = self.lane.as_ref().filter(|lane| lane.has(&name)) else {
+        let Some(lane) = self.lane.as_ref() else {
             return refusal(
                 StatusCode::NOT_FOUND,
                 "HTTP_NOT_FOUND",
                 &format!("no HTTP API named {name:?}"),
-                "Add an [http.NAME] table with `url` to gateway.toml, or use a configured name.",
+                Endpoint::Http.remediation(),
             );
         };
-        if !token.servers.is_empty() && !token.servers.contains(&name) {
-            return refusal(
-                StatusCode::FORBIDDEN,
-                "HTTP_TOKEN_NOT_ALLOWED",
-                &format!("this token may not reach the HTTP API {name:?}"),
-                "Add the API to this token's `servers` list in gateway.toml, or use a token allowed on it.",
-            );
-        }
         let (tenant, agent) = (token.tenant.clone(), token.agent.clone());
         let rest = match request.uri().query() {
             Some(query) => format!("{path}?{query}"),

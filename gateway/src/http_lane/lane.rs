@@ -134,6 +134,11 @@ impl HttpLane {
         for (name, lane) in &config.http {
             let base = normalize(&lane.url)
                 .map_err(|err| LaneSetupError(format!("[http.{name}].url: {err}")))?;
+            if base.query.is_some() {
+                return Err(LaneSetupError(format!(
+                    "[http.{name}].url must not have a query: the agent's path and query are joined under it"
+                )));
+            }
             let roots = lane.ca_file.as_ref().map(|file| home.join(file));
             let client = build_client(roots.as_deref())
                 .map_err(|err| LaneSetupError(format!("[http.{name}]: {err}")))?;

@@ -1034,12 +1034,21 @@ impl Relay {
                     }
                 }
             }
-            Ok(PaymentVerdict::Refuse {
-                decision_id,
-                decision,
-                reasons,
-                ..
-            }) => {
+            refused => {
+                let (decision_id, decision, reasons) = match refused {
+                    Ok(PaymentVerdict::Refuse {
+                        decision_id,
+                        decision,
+                        reasons,
+                        ..
+                    }) => (decision_id, decision, reasons),
+                    Ok(PaymentVerdict::Pay { .. }) => return,
+                    Err(err) => {
+                        tracing::warn!(%err, "no payment verdict: refusing the call");
+                        (None, None, vec![Reason::new("GATEWAY_UNAVAILABLE")])
+                    }
+                };
+                // A call the host cancelled meanwhile gets no answer.
                 if !still_wanted {
                     return;
                 }
@@ -1053,16 +1062,6 @@ impl Relay {
                         decision,
                         &reasons,
                     ),
-                );
-                self.deliver(Some(&id), text).await;
-            }
-            Err(err) => {
-                self.state().pending.remove(&id);
-                tracing::warn!(%err, "no payment verdict: refusing the call");
-                let reasons = vec![Reason::new("GATEWAY_UNAVAILABLE")];
-                let text = message::result_response(
-                    &id,
-                    self.refusal_result("refused to pay for", &tool, None, None, &reasons),
                 );
                 self.deliver(Some(&id), text).await;
             }
