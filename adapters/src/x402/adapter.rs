@@ -165,6 +165,14 @@ impl X402Adapter {
         }
         if let Some(extra) = &offer.extra {
             let named = |key: &str| extra.get(key).and_then(Value::as_str);
+            // The exact scheme's other transfer methods (permit2, erc7710) sign other messages:
+            // the gateway signs EIP-3009 only, and never one the server did not ask for.
+            if extra
+                .get("assetTransferMethod")
+                .is_some_and(|method| method.as_str() != Some("eip3009"))
+            {
+                return Err("X402_SCHEME_UNSUPPORTED");
+            }
             let name_ok = named("name").is_none_or(|name| name == asset.eip712_name);
             let version_ok = named("version").is_none_or(|v| v == asset.eip712_version);
             if !name_ok || !version_ok {
@@ -459,5 +467,58 @@ pub fn report_of(settlement: Option<&wire::SettlementResponse>) -> SettlementRep
         None => SettlementReport::Unknown {
             detail: "no settlement response".to_owned(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HARDHAT_0: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+    fn offer_with_extra(extra: &str) -> PaymentRequired {
+        let json = format!(
+            r#"{{"x402Version":2,"resource":{{"url":"https://api.example.com/x"}},"accepts":[{{"scheme":"exact","network":"eip155:84532","amount":"1000","asset":"0x036CbD53842c5426634e7929541eC2318f3dCF7e","payTo":"0x209693Bc6afc0C5328bA36FaF03C514EF312287C","maxTimeoutSeconds":60,"extra":{extra}}}]}}"#
+        );
+        let header = wire::encode_header_json(json.as_bytes());
+        wire::payment_required_from_http(Some(header.as_bytes()), b"").unwrap()
+    }
+
+    fn allowances() -> Allowances {
+        Allowances {
+            schemes: vec!["exact".into()],
+            max_timeout_seconds: 300,
+            ..Allowances::default()
+        }
+    }
+
+    #[test]
+    fn only_eip3009_transfers_are_signed() {
+        let adapter = X402Adapter::new(
+            EvmSigner::from_hex(HARDHAT_0).unwrap(),
+            AssetRegistry::with_defaults(vec![]),
+        );
+        for method in ["permit2", "erc7710", "EIP3009"] {
+            let extra =
+                format!(r#"{{"name":"USDC","version":"2","assetTransferMethod":"{method}"}}"#);
+            let refused = adapter.prepare(&offer_with_extra(&extra), &allowances());
+            assert_eq!(
+                refused.map(|_| ()).unwrap_err().reason_code(),
+                "X402_SCHEME_UNSUPPORTED",
+                "{method}"
+            );
+        }
+        let explicit = r#"{"name":"USDC","version":"2","assetTransferMethod":"eip3009"}"#;
+        assert!(
+            adapter
+                .prepare(&offer_with_extra(explicit), &allowances())
+                .is_ok()
+        );
+        let implicit = r#"{"name":"USDC","version":"2"}"#;
+        assert!(
+            adapter
+                .prepare(&offer_with_extra(implicit), &allowances())
+                .is_ok()
+        );
     }
 }
