@@ -158,7 +158,16 @@ fn starter_config() -> String {
      # [[tokens]]\n\
      # token_sha256 = \"sha256:...\"\n\
      # tenant = \"local\"\n\
-     # agent = \"agent\"\n"
+     # agent = \"agent\"\n\n\
+     # HTTP APIs the gateway fronts as /http/NAME/... (paid ones are paid through [x402]):\n\
+     # [http.weather]\n\
+     # url = \"https://api.example.com/v1\"\n\n\
+     # The x402 payer: a secp256k1 key the agent never sees (64 hex digits, file mode 0600),\n\
+     # from a file here or an environment variable of the daemon:\n\
+     # [x402]\n\
+     # key_file = \"keys/x402.key\"\n\
+     # key_env = \"TRUSTOS_X402_KEY\"\n\
+     # max_timeout_seconds = 300\n"
         .to_owned()
 }
 
