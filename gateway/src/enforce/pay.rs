@@ -12,6 +12,7 @@
 //! The payer key lives only in the daemon: a stdio shim asks over the control socket.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -62,6 +63,19 @@ impl Payer {
         let secret = match (&config.key_file, &config.key_env) {
             (Some(file), None) => {
                 let path = home.join(file);
+                let mode = std::fs::metadata(&path)
+                    .map_err(|err| {
+                        PayerError(format!("[x402] key_file {}: {err}", path.display()))
+                    })?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    return Err(PayerError(format!(
+                        "[x402] key_file {} can be read by other users (mode {:o}): chmod 600 it",
+                        path.display(),
+                        mode & 0o777
+                    )));
+                }
                 std::fs::read_to_string(&path).map_err(|err| {
                     PayerError(format!("[x402] key_file {}: {err}", path.display()))
                 })?
@@ -424,6 +438,49 @@ impl Enforcer {
             settlement,
             pay_to: terms.map(|t| checksum(&t.pay_to)).unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HARDHAT_0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+    fn config(file: &str) -> X402Config {
+        X402Config {
+            key_file: Some(file.into()),
+            max_timeout_seconds: 300,
+            answer_timeout_seconds: 60,
+            ..X402Config::default()
+        }
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused_and_errors_never_show_the_key() {
+        let dir = std::env::temp_dir().join(format!("trustos-payer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x402.key");
+        std::fs::write(&path, HARDHAT_0).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = Payer::from_config(&config("x402.key"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(open.contains("chmod 600"), "{open}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let payer = Payer::from_config(&config("x402.key"), &dir).unwrap();
+        assert_eq!(
+            payer.address(),
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+        );
+        assert!(!format!("{payer:?}").contains("ac0974bec39a17e36"));
+        std::fs::write(&path, "0xnot-a-key-ac0974bec39a17e36ba4").unwrap();
+        let bad = Payer::from_config(&config("x402.key"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("X402_SIGNER_KEY_INVALID"), "{bad}");
+        assert!(!bad.contains("ac0974bec39a17e36ba4"), "{bad}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
