@@ -441,6 +441,13 @@ impl Enforcer {
     }
 }
 
+fn lock_open(payer: &Payer) -> std::sync::MutexGuard<'_, HashMap<String, X402Terms>> {
+    payer
+        .open
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,11 +489,4 @@ mod tests {
         assert!(!bad.contains("ac0974bec39a17e36ba4"), "{bad}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-fn lock_open(payer: &Payer) -> std::sync::MutexGuard<'_, HashMap<String, X402Terms>> {
-    payer
-        .open
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
