@@ -8,10 +8,10 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use trustos_adapters::x402::wire::{
     self, ExactEvmAuthorization, ExactEvmPayload, PaymentIdentifierSupport, PaymentRequired,
-    SettlementResponse, WireError, X402Version, decode_header_json, encode_header_json,
-    payment_identifier_extension, payment_payload_json, payment_required_from_http,
-    payment_required_from_mcp_result, refuse_agent_payment_headers, refuse_agent_payment_meta,
-    settlement_from_http, settlement_from_mcp_result,
+    Requirement, SettlementResponse, WireError, X402Version, decode_header_json,
+    encode_header_json, payment_identifier_extension, payment_payload_json,
+    payment_required_from_http, payment_required_from_mcp_result, refuse_agent_payment_headers,
+    refuse_agent_payment_meta, settlement_from_http, settlement_from_mcp_result,
 };
 use trustos_kernel::strict_json;
 
@@ -84,10 +84,16 @@ fn spec_payload() -> ExactEvmPayload {
 /// Asserts that `result` is the error with reason code `code`, and that `code` is listed.
 #[track_caller]
 fn expect_code<T: std::fmt::Debug>(result: Result<T, WireError>, code: &str) {
+    expect_case_code("", result, code);
+}
+
+/// [`expect_code`] for one case of a table, named by `case` in any failure.
+#[track_caller]
+fn expect_case_code<T: std::fmt::Debug>(case: &str, result: Result<T, WireError>, code: &str) {
     match result {
-        Ok(value) => panic!("expected {code}, got Ok({value:?})"),
+        Ok(value) => panic!("{case}: expected {code}, got Ok({value:?})"),
         Err(err) => {
-            assert_eq!(err.reason_code(), code, "error: {err}");
+            assert_eq!(err.reason_code(), code, "{case}: error: {err}");
             assert!(!err.to_string().is_empty());
         }
     }
@@ -130,6 +136,26 @@ fn offer_with(field: &str, value: Option<&str>) -> String {
     Value::Object(offer).to_string()
 }
 
+/// Asserts `required` is a v2 request saying `error` about `resource_url`.
+#[track_caller]
+fn assert_request(required: &PaymentRequired, error: &str, resource_url: &str) {
+    assert_eq!(required.version, X402Version::V2);
+    assert_eq!(required.error.as_deref(), Some(error));
+    assert_eq!(required.resource_url.as_deref(), Some(resource_url));
+}
+
+/// Asserts `offer` is the spec examples' offer (on `network`, as the version names it).
+#[track_caller]
+fn assert_spec_offer(offer: &Requirement, network: &str) {
+    assert_eq!(offer.scheme, "exact");
+    assert_eq!(offer.network, network);
+    assert_eq!(offer.amount, "10000");
+    assert_eq!(offer.asset, USDC_BASE_SEPOLIA);
+    assert_eq!(offer.pay_to, SPEC_PAY_TO);
+    assert_eq!(offer.max_timeout_seconds, 60);
+    assert_eq!(offer.extra, Some(json!({"name": "USDC", "version": "2"})));
+}
+
 fn strict(json: &str) -> Value {
     strict_json::parse(json.as_bytes()).expect("strict JSON")
 }
@@ -142,15 +168,11 @@ fn strict(json: &str) -> Value {
 fn spec_v2_payment_required_header_decodes() {
     let required = payment_required_from_http(Some(SPEC_V2_PAYMENT_REQUIRED.as_bytes()), b"{}")
         .expect("spec example parses");
-    assert_eq!(required.version, X402Version::V2);
     assert_eq!(required.version.number(), 2);
-    assert_eq!(
-        required.error.as_deref(),
-        Some("PAYMENT-SIGNATURE header is required")
-    );
-    assert_eq!(
-        required.resource_url.as_deref(),
-        Some("https://api.example.com/premium-data")
+    assert_request(
+        &required,
+        "PAYMENT-SIGNATURE header is required",
+        "https://api.example.com/premium-data",
     );
     assert_eq!(
         required.resource.as_ref().map(|raw| raw.get()),
@@ -163,13 +185,7 @@ fn spec_v2_payment_required_header_decodes() {
     );
     assert_eq!(required.accepts.len(), 1);
     let offer = &required.accepts[0];
-    assert_eq!(offer.scheme, "exact");
-    assert_eq!(offer.network, "eip155:84532");
-    assert_eq!(offer.amount, "10000");
-    assert_eq!(offer.asset, USDC_BASE_SEPOLIA);
-    assert_eq!(offer.pay_to, SPEC_PAY_TO);
-    assert_eq!(offer.max_timeout_seconds, 60);
-    assert_eq!(offer.extra, Some(json!({"name": "USDC", "version": "2"})));
+    assert_spec_offer(offer, "eip155:84532");
     assert_eq!(offer.resource, None);
     assert_eq!(offer.raw().get(), SPEC_V2_OFFER);
 }
@@ -248,17 +264,11 @@ fn spec_v1_body_parses_and_x_payment_is_reproduced() {
         PaymentIdentifierSupport::NotOffered
     );
     let offer = &required.accepts[0];
-    assert_eq!(offer.scheme, "exact");
-    assert_eq!(offer.network, "base-sepolia");
-    assert_eq!(offer.amount, "10000");
-    assert_eq!(offer.asset, USDC_BASE_SEPOLIA);
-    assert_eq!(offer.pay_to, SPEC_PAY_TO);
-    assert_eq!(offer.max_timeout_seconds, 60);
+    assert_spec_offer(offer, "base-sepolia");
     assert_eq!(
         offer.resource.as_deref(),
         Some("https://api.example.com/premium-data")
     );
-    assert_eq!(offer.extra, Some(json!({"name": "USDC", "version": "2"})));
     // The raw text is the offer as printed, indentation included.
     assert!(
         offer
@@ -345,6 +355,28 @@ fn chosen_requirement_must_be_offered() {
 // MCP transport
 // ---------------------------------------------------------------------------------------------
 
+/// The `resource` of the spec's MCP examples (transports-v2/mcp.md).
+fn spec_mcp_resource() -> Value {
+    json!({
+        "url": "mcp://tool/financial_analysis",
+        "description": "Advanced financial analysis tool",
+        "mimeType": "application/json"
+    })
+}
+
+/// The offer of the spec's MCP examples.
+fn spec_mcp_offer() -> Value {
+    json!({
+        "scheme": "exact",
+        "network": "eip155:84532",
+        "amount": "10000",
+        "asset": USDC_BASE_SEPOLIA,
+        "payTo": SPEC_PAY_TO,
+        "maxTimeoutSeconds": 60,
+        "extra": {"name": "USDC", "version": "2"}
+    })
+}
+
 /// The spec's payment required tool result (transports-v2/mcp.md), the `result` member.
 fn spec_mcp_result() -> Value {
     json!({
@@ -352,20 +384,8 @@ fn spec_mcp_result() -> Value {
         "structuredContent": {
             "x402Version": 2,
             "error": "Payment required to access this resource",
-            "resource": {
-                "url": "mcp://tool/financial_analysis",
-                "description": "Advanced financial analysis tool",
-                "mimeType": "application/json"
-            },
-            "accepts": [{
-                "scheme": "exact",
-                "network": "eip155:84532",
-                "amount": "10000",
-                "asset": USDC_BASE_SEPOLIA,
-                "payTo": SPEC_PAY_TO,
-                "maxTimeoutSeconds": 60,
-                "extra": {"name": "USDC", "version": "2"}
-            }]
+            "resource": spec_mcp_resource(),
+            "accepts": [spec_mcp_offer()]
         },
         "content": [{
             "type": "text",
@@ -380,14 +400,10 @@ fn mcp_structured_content_is_read_and_payment_matches_spec_meta() {
     let required = payment_required_from_mcp_result(&result)
         .expect("parses")
         .expect("is a payment request");
-    assert_eq!(required.version, X402Version::V2);
-    assert_eq!(
-        required.error.as_deref(),
-        Some("Payment required to access this resource")
-    );
-    assert_eq!(
-        required.resource_url.as_deref(),
-        Some("mcp://tool/financial_analysis")
+    assert_request(
+        &required,
+        "Payment required to access this resource",
+        "mcp://tool/financial_analysis",
     );
     let offer = &required.accepts[0];
     assert_eq!(offer.amount, "10000");
@@ -400,20 +416,8 @@ fn mcp_structured_content_is_read_and_payment_matches_spec_meta() {
     // The retry's `_meta["x402/payment"]` of the spec, as a value.
     let spec_meta_payment = json!({
         "x402Version": 2,
-        "resource": {
-            "url": "mcp://tool/financial_analysis",
-            "description": "Advanced financial analysis tool",
-            "mimeType": "application/json"
-        },
-        "accepted": {
-            "scheme": "exact",
-            "network": "eip155:84532",
-            "amount": "10000",
-            "asset": USDC_BASE_SEPOLIA,
-            "payTo": SPEC_PAY_TO,
-            "maxTimeoutSeconds": 60,
-            "extra": {"name": "USDC", "version": "2"}
-        },
+        "resource": spec_mcp_resource(),
+        "accepted": spec_mcp_offer(),
         "payload": serde_json::to_value(spec_payload()).expect("serializes")
     });
     let json = payment_payload_json(&required, offer, &spec_payload(), None).expect("payload");
@@ -616,26 +620,21 @@ fn header_base64_defects_have_their_own_codes() {
     }
 
     // Non-canonical: bits beyond the data in the last symbol.
-    expect_code(
-        decode_header_json(b"e31="),
-        "X402_HEADER_BASE64_TRAILING_BITS",
-    );
-    expect_code(
-        decode_header_json(b"AB=="),
-        "X402_HEADER_BASE64_TRAILING_BITS",
-    );
-
-    for bad in [
-        &b"e3*="[..],
-        b"e3=0",
-        b"AAAAA",
-        b"A===",
-        b"e30==",
-        "é30=".as_bytes(),
+    let trailing = "X402_HEADER_BASE64_TRAILING_BITS";
+    let other = "X402_HEADER_BASE64";
+    for (bad, code) in [
+        ("e31=", trailing),
+        ("AB==", trailing),
+        ("e3*=", other),
+        ("e3=0", other),
+        ("AAAAA", other),
+        ("A===", other),
+        ("e30==", other),
+        ("é30=", other),
+        ("", "X402_HEADER_EMPTY"),
     ] {
-        expect_code(decode_header_json(bad), "X402_HEADER_BASE64");
+        expect_case_code(bad, decode_header_json(bad.as_bytes()), code);
     }
-    expect_code(decode_header_json(b""), "X402_HEADER_EMPTY");
 }
 
 #[test]
@@ -725,18 +724,10 @@ fn non_json_and_ambiguous_json_are_refused() {
 #[test]
 fn versions_are_checked() {
     let v2 = v2_with_offer(GOOD_OFFER);
-    expect_code(
-        from_v2_header(&v2.replace("\"x402Version\":2", "\"x402Version\":3")),
-        "X402_VERSION_UNSUPPORTED",
-    );
-    expect_code(
-        from_v2_header(&v2.replace("\"x402Version\":2", "\"x402Version\":\"2\"")),
-        "X402_VERSION_UNSUPPORTED",
-    );
-    expect_code(
-        from_v2_header(&v2.replace("\"x402Version\":2", "\"x402Version\":2.5")),
-        "X402_VERSION_UNSUPPORTED",
-    );
+    for version in ["3", "\"2\"", "2.5"] {
+        let other = v2.replace("\"x402Version\":2", &format!("\"x402Version\":{version}"));
+        expect_case_code(version, from_v2_header(&other), "X402_VERSION_UNSUPPORTED");
+    }
     expect_code(
         from_v2_header(&v2.replace("\"x402Version\":2,", "")),
         "X402_VERSION_MISSING",
@@ -1114,24 +1105,6 @@ fn agent_payment_meta_is_refused() {
 // payment-identifier extension
 // ---------------------------------------------------------------------------------------------
 
-/// The server declaration of extensions/payment_identifier.md, with `required` as given.
-fn declaration(required: bool) -> Value {
-    json!({
-        "payment-identifier": {
-            "info": {"required": required},
-            "schema": {
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "type": "object",
-                "properties": {
-                    "required": {"type": "boolean"},
-                    "id": {"type": "string", "minLength": 16, "maxLength": 128}
-                },
-                "required": ["required"]
-            }
-        }
-    })
-}
-
 /// The client echo of extensions/payment_identifier.md.
 const SPEC_ECHO: &str = r#"{
     "payment-identifier": {
@@ -1150,6 +1123,13 @@ const SPEC_ECHO: &str = r#"{
       }
     }
   }"#;
+
+/// The server declaration of extensions/payment_identifier.md, with `required` as given: the
+/// schema the client echoes ([`SPEC_ECHO`]), no id.
+fn declaration(required: bool) -> Value {
+    let schema = strict(SPEC_ECHO)["payment-identifier"]["schema"].clone();
+    json!({"payment-identifier": {"info": {"required": required}, "schema": schema}})
+}
 
 fn with_extensions(extensions: &Value) -> PaymentRequired {
     let json = format!(
@@ -1261,49 +1241,38 @@ fn payment_identifier_echo_keeps_server_info_and_other_extensions() {
 fn required_payment_identifier_must_be_sent() {
     let required = with_extensions(&declaration(true));
     expect_code(required.extensions_echo(None), "X402_PAYMENT_ID_MISSING");
-    expect_code(
-        payment_payload_json(&required, &required.accepts[0], &spec_payload(), None),
-        "X402_PAYMENT_ID_MISSING",
-    );
-    expect_code(
-        payment_payload_json(
+    let with_id = |id: Value| {
+        let mut echo = declaration(true);
+        echo["payment-identifier"]["info"]["id"] = id;
+        echo
+    };
+    for (case, echo, code) in [
+        ("no echo", None, "X402_PAYMENT_ID_MISSING"),
+        (
+            "the declaration, no id",
+            Some(declaration(true)),
+            "X402_PAYMENT_ID_MISSING",
+        ),
+        (
+            "a short id",
+            Some(with_id(json!("short"))),
+            "X402_PAYMENT_ID_INVALID",
+        ),
+        (
+            "a numeric id",
+            Some(with_id(json!(1234567890123456_u64))),
+            "X402_PAYMENT_ID_INVALID",
+        ),
+        ("an array", Some(json!([])), "X402_EXTENSIONS_MALFORMED"),
+    ] {
+        let paid = payment_payload_json(
             &required,
             &required.accepts[0],
             &spec_payload(),
-            Some(&declaration(true)),
-        ),
-        "X402_PAYMENT_ID_MISSING",
-    );
-    let mut bad_id = declaration(true);
-    bad_id["payment-identifier"]["info"]["id"] = json!("short");
-    expect_code(
-        payment_payload_json(
-            &required,
-            &required.accepts[0],
-            &spec_payload(),
-            Some(&bad_id),
-        ),
-        "X402_PAYMENT_ID_INVALID",
-    );
-    bad_id["payment-identifier"]["info"]["id"] = json!(1234567890123456_u64);
-    expect_code(
-        payment_payload_json(
-            &required,
-            &required.accepts[0],
-            &spec_payload(),
-            Some(&bad_id),
-        ),
-        "X402_PAYMENT_ID_INVALID",
-    );
-    expect_code(
-        payment_payload_json(
-            &required,
-            &required.accepts[0],
-            &spec_payload(),
-            Some(&json!([])),
-        ),
-        "X402_EXTENSIONS_MALFORMED",
-    );
+            echo.as_ref(),
+        );
+        expect_case_code(case, paid, code);
+    }
     let echo = required
         .extensions_echo(Some("pay_0123456789abcdef"))
         .expect("echo");

@@ -49,6 +49,7 @@ use trustos_adapters::{
     Adapter, AdapterError, Allowances, AttemptState, Reconciliation, SettlementReport,
 };
 use trustos_kernel::canonical::Digest;
+use trustos_kernel::objects::RequestFingerprint;
 use trustos_kernel::timestamp::Timestamp;
 use trustos_kernel::verify::VerifiedDecision;
 
@@ -93,31 +94,61 @@ fn allowances() -> Allowances {
     }
 }
 
-/// A v2 `exact` offer, compact, keys in spec order.
-fn offer(
-    network: &str,
-    asset: &str,
-    amount: &str,
-    pay_to: &str,
+/// A v2 `exact` offer of USDC: [`Offer::sepolia`] or [`Offer::base`], other fields changed with
+/// struct update syntax.
+#[derive(Clone, Copy)]
+struct Offer<'a> {
+    network: &'a str,
+    asset: &'a str,
+    amount: &'a str,
+    pay_to: &'a str,
     timeout: u64,
-    domain: (&str, &str),
-) -> String {
-    let (name, version) = domain;
-    format!(
-        r#"{{"scheme":"exact","network":"{network}","amount":"{amount}","asset":"{asset}","payTo":"{pay_to}","maxTimeoutSeconds":{timeout},"extra":{{"name":"{name}","version":"{version}"}}}}"#
-    )
+    /// The EIP-712 domain's name and version, as `extra`.
+    domain: (&'a str, &'a str),
 }
 
-/// A v2 offer of `amount` USDC base units on Base Sepolia to the default payee.
+impl<'a> Offer<'a> {
+    /// `amount` USDC base units on Base Sepolia to the default payee, valid 60 s.
+    fn sepolia(amount: &'a str) -> Self {
+        Self {
+            network: "eip155:84532",
+            asset: BASE_SEPOLIA_USDC,
+            amount,
+            pay_to: DEFAULT_PAY_TO,
+            timeout: 60,
+            domain: ("USDC", "2"),
+        }
+    }
+
+    /// `amount` USDC base units on Base to the default payee, valid 60 s.
+    fn base(amount: &'a str) -> Self {
+        Self {
+            network: "eip155:8453",
+            asset: BASE_USDC,
+            domain: ("USD Coin", "2"),
+            ..Self::sepolia(amount)
+        }
+    }
+
+    /// The offer's JSON, compact, keys in spec order.
+    fn json(&self) -> String {
+        let Self {
+            network,
+            asset,
+            amount,
+            pay_to,
+            timeout,
+            domain: (name, version),
+        } = self;
+        format!(
+            r#"{{"scheme":"exact","network":"{network}","amount":"{amount}","asset":"{asset}","payTo":"{pay_to}","maxTimeoutSeconds":{timeout},"extra":{{"name":"{name}","version":"{version}"}}}}"#
+        )
+    }
+}
+
+/// The JSON of a v2 offer of `amount` USDC base units on Base Sepolia to the default payee.
 fn sepolia_offer(amount: &str) -> String {
-    offer(
-        "eip155:84532",
-        BASE_SEPOLIA_USDC,
-        amount,
-        DEFAULT_PAY_TO,
-        60,
-        ("USDC", "2"),
-    )
+    Offer::sepolia(amount).json()
 }
 
 /// The JSON of a v2 `PaymentRequired` offering `offers`, with `extensions` when given.
@@ -140,23 +171,18 @@ fn v2(json: &str) -> PaymentRequired {
     payment_required_from_http(Some(header.as_bytes()), b"").unwrap()
 }
 
-/// The EIP-712 domain of USDC on Base Sepolia, written out independently of the registry.
-fn sepolia_domain() -> TokenDomain {
+/// The EIP-712 domain of USDC on `network`, written out independently of the registry.
+fn usdc_domain(network: &str) -> TokenDomain {
+    let (name, chain_id, contract) = match network {
+        "eip155:84532" => ("USDC", 84_532, BASE_SEPOLIA_USDC),
+        "eip155:8453" => ("USD Coin", 8453, BASE_USDC),
+        other => panic!("no USDC domain written out for {other}"),
+    };
     TokenDomain {
-        name: "USDC".to_owned(),
+        name: name.to_owned(),
         version: "2".to_owned(),
-        chain_id: 84_532,
-        verifying_contract: parse_address(BASE_SEPOLIA_USDC).unwrap(),
-    }
-}
-
-/// The EIP-712 domain of USDC on Base.
-fn base_domain() -> TokenDomain {
-    TokenDomain {
-        name: "USD Coin".to_owned(),
-        version: "2".to_owned(),
-        chain_id: 8453,
-        verifying_contract: parse_address(BASE_USDC).unwrap(),
+        chain_id,
+        verifying_contract: parse_address(contract).unwrap(),
     }
 }
 
@@ -165,6 +191,16 @@ fn prepare(adapter: &X402Adapter, required: &PaymentRequired) -> X402Terms {
     adapter
         .prepare(required, &allowances())
         .unwrap_or_else(|err| panic!("prepare refused ({}): {err}", err.reason_code()))
+}
+
+/// Prepared terms of a v2 request offering only `offer` (JSON).
+fn offer_terms(adapter: &X402Adapter, offer: &str) -> X402Terms {
+    prepare(adapter, &v2(&v2_json(&[offer], None)))
+}
+
+/// Prepared terms of a Base Sepolia offer of `amount`.
+fn sepolia_terms(adapter: &X402Adapter, amount: &str) -> X402Terms {
+    offer_terms(adapter, &sepolia_offer(amount))
 }
 
 /// The reason code of a refusal, panicking on success.
@@ -184,6 +220,80 @@ fn seconds(at: Timestamp) -> u64 {
 /// The top-level members of a JSON object, each with its original text.
 fn raw_members(json: &str) -> BTreeMap<String, Box<RawValue>> {
     serde_json::from_str(json).unwrap()
+}
+
+/// A verified allow decision, issued now, for a request paying prepared terms, and an empty
+/// ledger to authorize into.
+struct Decided {
+    adapter: X402Adapter,
+    ledger: MemoryLedger,
+    terms: X402Terms,
+    issued: Timestamp,
+    fingerprint: RequestFingerprint,
+    decision: VerifiedDecision,
+}
+
+impl Decided {
+    /// An allow for `method url` paying `terms`.
+    fn new(adapter: X402Adapter, terms: X402Terms, method: &str, url: &str) -> Self {
+        let issued = now();
+        let (fingerprint, decision) =
+            Decider::new().allow_terms(&adapter, &terms, method, url, issued);
+        Self {
+            adapter,
+            ledger: MemoryLedger::new(),
+            terms,
+            issued,
+            fingerprint,
+            decision,
+        }
+    }
+
+    /// An allow for `GET` [`RESOURCE_URL`] paying 10000 on Base Sepolia.
+    fn sepolia() -> Self {
+        let adapter = adapter();
+        let terms = sepolia_terms(&adapter, "10000");
+        Self::new(adapter, terms, "GET", RESOURCE_URL)
+    }
+
+    /// `authorize` of `terms` with `decision` for `fingerprint`, into this ledger at `at`.
+    async fn authorize_with(
+        &self,
+        decision: &VerifiedDecision,
+        fingerprint: &RequestFingerprint,
+        terms: &X402Terms,
+        at: Timestamp,
+    ) -> Result<X402Payment, AdapterError> {
+        self.adapter
+            .authorize(&self.ledger, decision, fingerprint, terms, at)
+            .await
+    }
+
+    /// `authorize` of the decided terms with the decision, at `at`.
+    async fn authorize_at(&self, at: Timestamp) -> Result<X402Payment, AdapterError> {
+        self.authorize_with(&self.decision, &self.fingerprint, &self.terms, at)
+            .await
+    }
+
+    /// `authorize` at the decision's issue time, which must succeed.
+    async fn authorize(&self) -> X402Payment {
+        self.authorize_at(self.issued)
+            .await
+            .unwrap_or_else(|err| panic!("authorize refused ({}): {err}", err.reason_code()))
+    }
+
+    /// The decision's id.
+    fn id(&self) -> &str {
+        self.decision.decision_id()
+    }
+
+    /// Asserts the ledger holds exactly one attempt, and that it recorded `authorization`.
+    #[track_caller]
+    fn assert_one_attempt(&self, authorization: &str) {
+        let attempts = self.ledger.attempts();
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+        assert_eq!(attempts[0].authorization, authorization);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -209,23 +319,29 @@ struct Case {
     payment_identifier: Option<bool>,
 }
 
-/// The v1 offer of the v1 case, as the 402 body carries it.
-const V1_OFFER: &str = r#"{
-      "scheme": "exact",
-      "network": "base-sepolia",
-      "maxAmountRequired": "10000",
-      "asset": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
-      "payTo": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
-      "resource": "https://api.example.com/premium-data",
-      "description": "Access to premium market data",
-      "mimeType": "application/json",
-      "outputSchema": null,
-      "maxTimeoutSeconds": 60,
-      "extra": {
-        "name": "USDC",
-        "version": "2"
-      }
-    }"#;
+impl Case {
+    /// A v2 request offering only `offer`: the adapter must sign exactly its terms.
+    fn offering(label: &'static str, offer: Offer<'static>) -> Self {
+        let json = offer.json();
+        Self {
+            label,
+            required: v2(&v2_json(&[&json], None)),
+            offers: vec![json],
+            chosen: 0,
+            version: X402Version::V2,
+            network: offer.network,
+            domain: usdc_domain(offer.network),
+            pay_to: offer.pay_to,
+            amount: offer.amount.parse().unwrap(),
+            timeout: offer.timeout,
+            payment_identifier: None,
+        }
+    }
+}
+
+/// The v1 offer of the v1 case (the example of transports-v1/http.md), as the 402 body carries
+/// it.
+const V1_OFFER: &str = r#"{"scheme":"exact","network":"base-sepolia","maxAmountRequired":"10000","asset":"0x036CbD53842c5426634e7929541eC2318f3dCF7e","payTo":"0x209693Bc6afc0C5328bA36FaF03C514EF312287C","resource":"https://api.example.com/premium-data","description":"Access to premium market data","mimeType":"application/json","outputSchema":null,"maxTimeoutSeconds":60,"extra":{"name":"USDC","version":"2"}}"#;
 
 /// An offer with members the adapter does not model, unusual spacing, key order, escapes and
 /// lower-case addresses.
@@ -234,60 +350,27 @@ const ODD_OFFER: &str = r#"{ "payTo" :"0x209693bc6afc0c5328ba36faf03c514ef312287
   "network":"eip155:84532","x-vendor":"\u00e9t\u00e9 \ud83c\udf1e \"q\"","scheme":"exact","description":"odd"}"#;
 
 fn matrix() -> Vec<Case> {
-    let mut cases = Vec::new();
+    let mut cases = vec![
+        Case::offering("v2 exact on eip155:84532", Offer::sepolia("10000")),
+        Case::offering(
+            "v2 exact on eip155:8453",
+            Offer {
+                pay_to: OTHER_PAY_TO,
+                timeout: 120,
+                ..Offer::base("2500")
+            },
+        ),
+    ];
 
-    let o = sepolia_offer("10000");
-    cases.push(Case {
-        label: "v2 exact on eip155:84532",
-        required: v2(&v2_json(&[&o], None)),
-        offers: vec![o],
-        chosen: 0,
-        version: X402Version::V2,
-        network: "eip155:84532",
-        domain: sepolia_domain(),
-        pay_to: DEFAULT_PAY_TO,
-        amount: 10_000,
-        timeout: 60,
-        payment_identifier: None,
-    });
-
-    let o = offer(
-        "eip155:8453",
-        BASE_USDC,
-        "2500",
-        OTHER_PAY_TO,
-        120,
-        ("USD Coin", "2"),
-    );
-    cases.push(Case {
-        label: "v2 exact on eip155:8453",
-        required: v2(&v2_json(&[&o], None)),
-        offers: vec![o],
-        chosen: 0,
-        version: X402Version::V2,
-        network: "eip155:8453",
-        domain: base_domain(),
-        pay_to: OTHER_PAY_TO,
-        amount: 2500,
-        timeout: 120,
-        payment_identifier: None,
-    });
-
+    // The terms of the v2 offer of 10000 on Base Sepolia, offered as v1 in a 402 body.
     let body = format!(
         "{{\n  \"x402Version\": 1,\n  \"error\": \"X-PAYMENT header is required\",\n  \"accepts\": [\n    {V1_OFFER}\n  ]\n}}"
     );
     cases.push(Case {
-        label: "v1 exact on base-sepolia",
         required: payment_required_from_http(None, body.as_bytes()).unwrap(),
         offers: vec![V1_OFFER.to_owned()],
-        chosen: 0,
         version: X402Version::V1,
-        network: "eip155:84532",
-        domain: sepolia_domain(),
-        pay_to: DEFAULT_PAY_TO,
-        amount: 10_000,
-        timeout: 60,
-        payment_identifier: None,
+        ..Case::offering("v1 exact on base-sepolia", Offer::sepolia("10000"))
     });
 
     // The whole header hand-written: odd spacing and key order around the offer too.
@@ -295,60 +378,49 @@ fn matrix() -> Vec<Case> {
         "{{ \"accepts\" : [ {ODD_OFFER} ] ,\n \"resource\":{RESOURCE_JSON}, \"x402Version\":2 , \"error\":\"pay up\"}}"
     );
     cases.push(Case {
-        label: "v2 offer with unknown members, odd spacing and key order",
         required: v2(&odd_header),
         offers: vec![ODD_OFFER.to_owned()],
-        chosen: 0,
-        version: X402Version::V2,
-        network: "eip155:84532",
-        domain: sepolia_domain(),
-        pay_to: DEFAULT_PAY_TO,
-        amount: 777,
-        timeout: 90,
-        payment_identifier: None,
+        ..Case::offering(
+            "v2 offer with unknown members, odd spacing and key order",
+            Offer {
+                timeout: 90,
+                ..Offer::sepolia("777")
+            },
+        )
     });
 
     for required_flag in [true, false] {
-        let o = sepolia_offer("3000");
-        let extensions = format!(
-            r#"{{"payment-identifier":{{"info":{{"required":{required_flag}}},"schema":{{"type":"object","properties":{{"required":{{"type":"boolean"}},"id":{{"type":"string","minLength":16,"maxLength":128}}}},"required":["required"]}}}},"vendor-ext":{{"info":{{"tag":"keep-me"}}}}}}"#
-        );
-        cases.push(Case {
-            label: if required_flag {
+        let case = Case::offering(
+            if required_flag {
                 "v2 with payment-identifier required"
             } else {
                 "v2 with payment-identifier optional"
             },
-            required: v2(&v2_json(&[&o], Some(&extensions))),
-            offers: vec![o],
-            chosen: 0,
-            version: X402Version::V2,
-            network: "eip155:84532",
-            domain: sepolia_domain(),
-            pay_to: DEFAULT_PAY_TO,
-            amount: 3000,
-            timeout: 60,
+            Offer::sepolia("3000"),
+        );
+        let extensions = format!(
+            r#"{{"payment-identifier":{{"info":{{"required":{required_flag}}},"schema":{{"type":"object","properties":{{"required":{{"type":"boolean"}},"id":{{"type":"string","minLength":16,"maxLength":128}}}},"required":["required"]}}}},"vendor-ext":{{"info":{{"tag":"keep-me"}}}}}}"#
+        );
+        cases.push(Case {
+            required: v2(&v2_json(&[&case.offers[0]], Some(&extensions))),
             payment_identifier: Some(required_flag),
+            ..case
         });
     }
 
     let acceptable = sepolia_offer("4200");
     let also_acceptable = sepolia_offer("4300");
     cases.push(Case {
-        label: "first offer on an unknown network, second acceptable",
         required: v2(&v2_json(
             &[SOLANA_OFFER, &acceptable, &also_acceptable],
             None,
         )),
         offers: vec![SOLANA_OFFER.to_owned(), acceptable, also_acceptable],
         chosen: 1,
-        version: X402Version::V2,
-        network: "eip155:84532",
-        domain: sepolia_domain(),
-        pay_to: DEFAULT_PAY_TO,
-        amount: 4200,
-        timeout: 60,
-        payment_identifier: None,
+        ..Case::offering(
+            "first offer on an unknown network, second acceptable",
+            Offer::sepolia("4200"),
+        )
     });
     cases
 }
@@ -488,12 +560,10 @@ fn check_payment(case: &Case, decision: &VerifiedDecision, payment: &X402Payment
 
 #[tokio::test]
 async fn every_offer_of_the_matrix_is_signed_as_the_reference_verifies() {
-    let adapter = adapter();
-    let decider = Decider::new();
     let mut reference_cases = Vec::new();
     let cases = matrix();
     for case in &cases {
-        let ledger = MemoryLedger::new();
+        let adapter = adapter();
         let terms = prepare(&adapter, &case.required);
         assert_eq!(terms.index, case.chosen, "{}", case.label);
 
@@ -514,19 +584,17 @@ async fn every_offer_of_the_matrix_is_signed_as_the_reference_verifies() {
             case.label
         );
 
-        let issued = now();
-        let (fingerprint, decision) =
-            decider.allow_terms(&adapter, &terms, "GET", RESOURCE_URL, issued);
-        let payment = adapter
-            .authorize(&ledger, &decision, &fingerprint, &terms, issued)
+        let decided = Decided::new(adapter, terms, "GET", RESOURCE_URL);
+        let payment = decided
+            .authorize_at(decided.issued)
             .await
             .unwrap_or_else(|err| panic!("{}: {err}", case.label));
-        check_payment(case, &decision, &payment, adapter.payer());
+        check_payment(case, &decided.decision, &payment, decided.adapter.payer());
 
         // Recorded before it left: one attempt holding exactly these bytes.
-        let attempts = ledger.attempts();
+        let attempts = decided.ledger.attempts();
         assert_eq!(attempts.len(), 1, "{}", case.label);
-        assert_eq!(attempts[0].decision_id, decision.decision_id());
+        assert_eq!(attempts[0].decision_id, decided.id());
         assert_eq!(attempts[0].state, AttemptState::Authorized);
         assert_eq!(attempts[0].authorization, payment.payload_json);
         assert_eq!(attempts[0].valid_before, payment.valid_before);
@@ -554,18 +622,8 @@ async fn every_offer_of_the_matrix_is_signed_as_the_reference_verifies() {
 /// The reference really judges: a payload of ours with one authorized field changed fails.
 #[tokio::test]
 async fn the_reference_refuses_a_tampered_payload_of_ours() {
-    let adapter = adapter();
-    let decider = Decider::new();
-    let ledger = MemoryLedger::new();
     let o = sepolia_offer("10000");
-    let terms = prepare(&adapter, &v2(&v2_json(&[&o], None)));
-    let issued = now();
-    let (fingerprint, decision) =
-        decider.allow_terms(&adapter, &terms, "GET", RESOURCE_URL, issued);
-    let payment = adapter
-        .authorize(&ledger, &decision, &fingerprint, &terms, issued)
-        .await
-        .unwrap();
+    let payment = Decided::sepolia().authorize().await;
     let good: Value = serde_json::from_str(&payment.payload_json).unwrap();
     let mut tampered = good.clone();
     tampered["payload"]["authorization"]["to"] = json!(OTHER_PAY_TO);
@@ -590,138 +648,66 @@ async fn the_reference_refuses_a_tampered_payload_of_ours() {
 // ---------------------------------------------------------------------------------------------
 // 2. The contract
 
-/// Prepared terms of a Base Sepolia offer of `amount`.
-fn sepolia_terms(adapter: &X402Adapter, amount: &str) -> X402Terms {
-    prepare(adapter, &v2(&v2_json(&[&sepolia_offer(amount)], None)))
-}
-
 /// A decision for `decided` is used with `used`: refused as a terms mismatch, nothing
 /// recorded; the same decision with `decided` then authorizes (so the refusal was about the
-/// terms, and it consumed nothing).
-async fn assert_terms_mismatch(decided: &X402Terms, used: &X402Terms) {
-    let adapter = adapter();
-    let decider = Decider::new();
-    let ledger = MemoryLedger::new();
-    let issued = now();
-    let (fingerprint, decision) =
-        decider.allow_terms(&adapter, decided, "GET", RESOURCE_URL, issued);
-    let refused = adapter
-        .authorize(&ledger, &decision, &fingerprint, used, issued)
+/// terms, and it consumed nothing). `what` names the difference.
+async fn assert_terms_mismatch(what: &str, decided: &X402Terms, used: &X402Terms) {
+    let decided = Decided::new(adapter(), decided.clone(), "GET", RESOURCE_URL);
+    let refused = decided
+        .authorize_with(
+            &decided.decision,
+            &decided.fingerprint,
+            used,
+            decided.issued,
+        )
         .await;
-    assert_eq!(code_of(refused), "PAYMENT_TERMS_MISMATCH");
-    assert!(ledger.attempts().is_empty(), "{:?}", ledger.attempts());
-    adapter
-        .authorize(&ledger, &decision, &fingerprint, decided, issued)
-        .await
-        .unwrap();
-    assert_eq!(ledger.attempts().len(), 1);
+    assert_eq!(code_of(refused), "PAYMENT_TERMS_MISMATCH", "{what}");
+    let attempts = decided.ledger.attempts();
+    assert!(attempts.is_empty(), "{what}: {attempts:?}");
+    decided.authorize().await;
+    assert_eq!(decided.ledger.attempts().len(), 1, "{what}");
 }
 
 #[tokio::test]
-async fn another_amount_than_decided_is_refused() {
+async fn another_amount_pay_to_or_network_than_decided_is_refused() {
     let adapter = adapter();
-    assert_terms_mismatch(
-        &sepolia_terms(&adapter, "10000"),
-        &sepolia_terms(&adapter, "10001"),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn another_pay_to_than_decided_is_refused() {
-    let adapter = adapter();
-    let other = offer(
-        "eip155:84532",
-        BASE_SEPOLIA_USDC,
-        "10000",
-        OTHER_PAY_TO,
-        60,
-        ("USDC", "2"),
-    );
-    assert_terms_mismatch(
-        &sepolia_terms(&adapter, "10000"),
-        &prepare(&adapter, &v2(&v2_json(&[&other], None))),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn another_network_than_decided_is_refused() {
-    let adapter = adapter();
-    let base = offer(
-        "eip155:8453",
-        BASE_USDC,
-        "10000",
-        DEFAULT_PAY_TO,
-        60,
-        ("USD Coin", "2"),
-    );
-    assert_terms_mismatch(
-        &sepolia_terms(&adapter, "10000"),
-        &prepare(&adapter, &v2(&v2_json(&[&base], None))),
-    )
-    .await;
+    let decided = sepolia_terms(&adapter, "10000");
+    for (what, used) in [
+        ("amount", Offer::sepolia("10001")),
+        (
+            "payTo",
+            Offer {
+                pay_to: OTHER_PAY_TO,
+                ..Offer::sepolia("10000")
+            },
+        ),
+        ("network", Offer::base("10000")),
+    ] {
+        assert_terms_mismatch(what, &decided, &offer_terms(&adapter, &used.json())).await;
+    }
 }
 
 #[tokio::test]
 async fn another_offer_with_the_same_payment_fields_is_refused() {
     // Same scheme, network, asset, amount and payee: only the offer digest tells them apart.
     let adapter = adapter();
-    let longer = offer(
-        "eip155:84532",
-        BASE_SEPOLIA_USDC,
-        "10000",
-        DEFAULT_PAY_TO,
-        61,
-        ("USDC", "2"),
-    );
+    let longer = Offer {
+        timeout: 61,
+        ..Offer::sepolia("10000")
+    };
     let decided = sepolia_terms(&adapter, "10000");
-    let used = prepare(&adapter, &v2(&v2_json(&[&longer], None)));
+    let used = offer_terms(&adapter, &longer.json());
     assert_eq!(
         adapter.bound_terms(&decided).unwrap().amount,
         adapter.bound_terms(&used).unwrap().amount
     );
     assert_ne!(decided.offer_digest, used.offer_digest);
-    assert_terms_mismatch(&decided, &used).await;
+    assert_terms_mismatch("maxTimeoutSeconds", &decided, &used).await;
 
     let extra_member =
         sepolia_offer("10000").replacen(r#""extra":{"#, r#""extra":{"memo":"x","#, 1);
-    let used = prepare(&adapter, &v2(&v2_json(&[&extra_member], None)));
-    assert_terms_mismatch(&decided, &used).await;
-}
-
-#[tokio::test]
-async fn a_decision_for_a_call_without_payment_pays_nothing() {
-    let adapter = adapter();
-    let decider = Decider::new();
-    let ledger = MemoryLedger::new();
-    let terms = sepolia_terms(&adapter, "10000");
-    let unpaid = http_request("GET", RESOURCE_URL, None);
-    let decision = decider.allow(&unpaid);
-    let at = decision.decision().issued_at;
-    assert_eq!(
-        code_of(
-            adapter
-                .authorize(&ledger, &decision, &unpaid, &terms, at)
-                .await
-        ),
-        "PAYMENT_TERMS_MISMATCH"
-    );
-    // Not with the paid fingerprint either: the decision binds the unpaid one.
-    let paid = http_request(
-        "GET",
-        RESOURCE_URL,
-        Some(adapter.bound_terms(&terms).unwrap()),
-    );
-    assert_eq!(
-        code_of(
-            adapter
-                .authorize(&ledger, &decision, &paid, &terms, at)
-                .await
-        ),
-        "PAYMENT_TERMS_MISMATCH"
-    );
-    assert!(ledger.attempts().is_empty());
+    let used = offer_terms(&adapter, &extra_member);
+    assert_terms_mismatch("a member in extra", &decided, &used).await;
 }
 
 #[tokio::test]
@@ -730,109 +716,77 @@ async fn a_decision_for_another_request_pays_nothing() {
     let decider = Decider::new();
     let ledger = MemoryLedger::new();
     let terms = sepolia_terms(&adapter, "10000");
-    let issued = now();
-    let (_, decision) = decider.allow_terms(&adapter, &terms, "GET", RESOURCE_URL, issued);
-    let elsewhere = http_request(
-        "GET",
-        "https://api.example.com/other",
-        Some(adapter.bound_terms(&terms).unwrap()),
-    );
-    assert_eq!(
-        code_of(
-            adapter
-                .authorize(&ledger, &decision, &elsewhere, &terms, issued)
-                .await
-        ),
-        "PAYMENT_TERMS_MISMATCH"
-    );
-    assert!(ledger.attempts().is_empty());
+    let bound = adapter.bound_terms(&terms).unwrap();
+    // A decision for the call without payment.
+    let unpaid = http_request("GET", RESOURCE_URL, None);
+    let unpaid_decision = decider.allow(&unpaid);
+    let at = unpaid_decision.decision().issued_at;
+    let paid = http_request("GET", RESOURCE_URL, Some(bound.clone()));
+    // A decision for the paid call, to another URL.
+    let (_, decision) = decider.allow_terms(&adapter, &terms, "GET", RESOURCE_URL, at);
+    let elsewhere = http_request("GET", "https://api.example.com/other", Some(bound));
+    for (what, decision, fingerprint) in [
+        ("the unpaid call's decision", &unpaid_decision, &unpaid),
+        // Not with the paid fingerprint either: the decision binds the unpaid one.
+        ("the unpaid call's decision, paid", &unpaid_decision, &paid),
+        ("a decision for another URL", &decision, &elsewhere),
+    ] {
+        let refused = adapter
+            .authorize(&ledger, decision, fingerprint, &terms, at)
+            .await;
+        assert_eq!(code_of(refused), "PAYMENT_TERMS_MISMATCH", "{what}");
+        assert!(ledger.attempts().is_empty(), "{what}");
+    }
 }
 
 #[tokio::test]
 async fn a_decision_out_of_force_pays_nothing() {
-    let adapter = adapter();
-    let decider = Decider::new();
-    let ledger = MemoryLedger::new();
-    let terms = sepolia_terms(&adapter, "10000");
-    let issued = now();
-    let (fingerprint, decision) =
-        decider.allow_terms(&adapter, &terms, "GET", RESOURCE_URL, issued);
-    let expires = decision.decision().expires_at;
+    let decided = Decided::sepolia();
+    let expires = decided.decision.decision().expires_at;
     for at in [
         expires,
         after(expires, 1),
-        issued.checked_sub_millis(1).unwrap(),
+        decided.issued.checked_sub_millis(1).unwrap(),
     ] {
         assert_eq!(
-            code_of(
-                adapter
-                    .authorize(&ledger, &decision, &fingerprint, &terms, at)
-                    .await
-            ),
+            code_of(decided.authorize_at(at).await),
             "PAYMENT_DECISION_NOT_IN_FORCE",
             "at {at}"
         );
     }
-    assert!(ledger.attempts().is_empty());
+    assert!(decided.ledger.attempts().is_empty());
     // The last instant in force still works.
     let last = expires.checked_sub_millis(1).unwrap();
-    adapter
-        .authorize(&ledger, &decision, &fingerprint, &terms, last)
-        .await
-        .unwrap();
+    decided.authorize_at(last).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_decision_authorizes_once() {
-    let adapter = adapter();
-    let decider = Decider::new();
-    let ledger = MemoryLedger::new();
-    let terms = sepolia_terms(&adapter, "10000");
-    let issued = now();
-    let (fingerprint, decision) =
-        decider.allow_terms(&adapter, &terms, "GET", RESOURCE_URL, issued);
-    let first = adapter
-        .authorize(&ledger, &decision, &fingerprint, &terms, issued)
-        .await
-        .unwrap();
-    let second = adapter
-        .authorize(&ledger, &decision, &fingerprint, &terms, after(issued, 1))
-        .await;
+    let decided = Decided::sepolia();
+    let first = decided.authorize().await;
+    let second = decided.authorize_at(after(decided.issued, 1)).await;
     match &second {
         Err(AdapterError::AlreadyAuthorized { decision_id, state }) => {
-            assert_eq!(decision_id, decision.decision_id());
+            assert_eq!(decision_id, decided.id());
             assert_eq!(*state, "authorized");
         }
         other => panic!("expected AlreadyAuthorized, got {other:?}"),
     }
     assert_eq!(code_of(second), "PAYMENT_ALREADY_AUTHORIZED");
-    let attempts = ledger.attempts();
-    assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].authorization, first.payload_json);
+    decided.assert_one_attempt(&first.payload_json);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn a_hundred_concurrent_uses_of_one_decision_authorize_once() {
     const TASKS: usize = 100;
-    let adapter = Arc::new(adapter());
-    let decider = Decider::new();
-    let ledger = Arc::new(MemoryLedger::new());
-    let terms = Arc::new(sepolia_terms(&adapter, "10000"));
-    let issued = now();
-    let (fingerprint, decision) =
-        decider.allow_terms(&*adapter, &*terms, "GET", RESOURCE_URL, issued);
-    let (fingerprint, decision) = (Arc::new(fingerprint), Arc::new(decision));
+    let decided = Arc::new(Decided::sepolia());
     let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {
-            let (adapter, ledger, terms) = (adapter.clone(), ledger.clone(), terms.clone());
-            let (fingerprint, decision, barrier) =
-                (fingerprint.clone(), decision.clone(), barrier.clone());
+            let (decided, barrier) = (decided.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
-                adapter
-                    .authorize(&*ledger, &decision, &fingerprint, &terms, issued)
-                    .await
+                decided.authorize_at(decided.issued).await
             })
         })
         .collect();
@@ -849,24 +803,26 @@ async fn a_hundred_concurrent_uses_of_one_decision_authorize_once() {
     }
     assert_eq!(paid.len(), 1);
     assert_eq!(refused, TASKS - 1);
-    let attempts = ledger.attempts();
-    assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].authorization, paid[0].payload_json);
+    decided.assert_one_attempt(&paid[0].payload_json);
 }
 
 #[tokio::test]
 async fn two_decisions_sign_two_nonces() {
-    let adapter = adapter();
-    let decider = Decider::new();
-    let ledger = MemoryLedger::new();
-    let terms = sepolia_terms(&adapter, "10000");
-    let issued = now();
+    let decided = Decided::sepolia();
+    let (fingerprint, again) = Decider::new().allow_terms(
+        &decided.adapter,
+        &decided.terms,
+        "GET",
+        RESOURCE_URL,
+        decided.issued,
+    );
     let mut nonces = Vec::new();
-    for _ in 0..2 {
-        let (fingerprint, decision) =
-            decider.allow_terms(&adapter, &terms, "GET", RESOURCE_URL, issued);
-        let payment = adapter
-            .authorize(&ledger, &decision, &fingerprint, &terms, issued)
+    for (fingerprint, decision) in [
+        (&decided.fingerprint, &decided.decision),
+        (&fingerprint, &again),
+    ] {
+        let payment = decided
+            .authorize_with(decision, fingerprint, &decided.terms, decided.issued)
             .await
             .unwrap();
         let payload: Value = serde_json::from_str(&payment.payload_json).unwrap();
@@ -881,32 +837,23 @@ async fn two_decisions_sign_two_nonces() {
         nonces.push(nonce);
     }
     assert_ne!(nonces[0], nonces[1]);
-    let attempts = ledger.attempts();
+    let attempts = decided.ledger.attempts();
     assert_eq!(attempts.len(), 2);
     assert_ne!(attempts[0].replay_key, attempts[1].replay_key);
 }
 
 #[tokio::test]
 async fn an_unknown_outcome_is_resubmitted_with_the_same_bytes_until_it_expires() {
-    let adapter = adapter();
-    let decider = Decider::new();
-    let ledger = MemoryLedger::new();
-    let terms = sepolia_terms(&adapter, "10000");
-    let issued = now();
-    let (fingerprint, decision) =
-        decider.allow_terms(&adapter, &terms, "GET", RESOURCE_URL, issued);
-    let id = decision.decision_id();
+    let decided = Decided::sepolia();
+    let (adapter, ledger, id) = (&decided.adapter, &decided.ledger, decided.id());
     assert_eq!(
-        adapter.reconcile(&ledger, id, issued).await.unwrap(),
+        adapter.reconcile(ledger, id, decided.issued).await.unwrap(),
         Reconciliation::NoAttempt
     );
-    let payment = adapter
-        .authorize(&ledger, &decision, &fingerprint, &terms, issued)
-        .await
-        .unwrap();
+    let payment = decided.authorize().await;
     let recorded = adapter
         .report(
-            &ledger,
+            ledger,
             id,
             &SettlementReport::Unknown {
                 detail: "timed out".to_owned(),
@@ -918,7 +865,7 @@ async fn an_unknown_outcome_is_resubmitted_with_the_same_bytes_until_it_expires(
 
     let valid_before = payment.valid_before;
     let still_valid = Timestamp::from_unix_millis((valid_before - 1) * 1000).unwrap();
-    match adapter.reconcile(&ledger, id, still_valid).await.unwrap() {
+    match adapter.reconcile(ledger, id, still_valid).await.unwrap() {
         Reconciliation::Resubmit(record) => {
             assert_eq!(record.state, AttemptState::Unknown);
             assert_eq!(record.authorization, payment.payload_json);
@@ -928,11 +875,8 @@ async fn an_unknown_outcome_is_resubmitted_with_the_same_bytes_until_it_expires(
     }
     // Reconciling signs nothing: still one attempt, still the same bytes, and no second
     // authorization for the decision.
-    assert_eq!(ledger.attempts().len(), 1);
-    assert_eq!(ledger.attempts()[0].authorization, payment.payload_json);
-    let again = adapter
-        .authorize(&ledger, &decision, &fingerprint, &terms, issued)
-        .await;
+    decided.assert_one_attempt(&payment.payload_json);
+    let again = decided.authorize_at(decided.issued).await;
     assert!(
         matches!(
             &again,
@@ -945,7 +889,7 @@ async fn an_unknown_outcome_is_resubmitted_with_the_same_bytes_until_it_expires(
     );
 
     let expired = Timestamp::from_unix_millis(valid_before * 1000).unwrap();
-    match adapter.reconcile(&ledger, id, expired).await.unwrap() {
+    match adapter.reconcile(ledger, id, expired).await.unwrap() {
         Reconciliation::Expired(record) => {
             assert_eq!(record.authorization, payment.payload_json);
         }
@@ -955,22 +899,13 @@ async fn an_unknown_outcome_is_resubmitted_with_the_same_bytes_until_it_expires(
 
 #[tokio::test]
 async fn a_settled_payment_stays_settled() {
-    let adapter = adapter();
-    let decider = Decider::new();
-    let ledger = MemoryLedger::new();
-    let terms = sepolia_terms(&adapter, "10000");
-    let issued = now();
-    let (fingerprint, decision) =
-        decider.allow_terms(&adapter, &terms, "GET", RESOURCE_URL, issued);
-    let id = decision.decision_id();
-    adapter
-        .authorize(&ledger, &decision, &fingerprint, &terms, issued)
-        .await
-        .unwrap();
+    let decided = Decided::sepolia();
+    let (adapter, ledger, id) = (&decided.adapter, &decided.ledger, decided.id());
+    decided.authorize().await;
     let tx = format!("0x{}", "ab".repeat(32));
     let settled = adapter
         .report(
-            &ledger,
+            ledger,
             id,
             &SettlementReport::Settled {
                 reference: tx.clone(),
@@ -989,14 +924,14 @@ async fn a_settled_payment_stays_settled() {
             reason: "late failure".to_owned(),
         },
     ] {
-        let record = adapter.report(&ledger, id, &later).await.unwrap();
+        let record = adapter.report(ledger, id, &later).await.unwrap();
         assert_eq!(record.state, AttemptState::Settled, "after {later:?}");
         assert_eq!(record.reference.as_deref(), Some(tx.as_str()));
     }
     let stored = ledger.attempts();
     assert_eq!(stored[0].state, AttemptState::Settled);
     assert_eq!(stored[0].reference.as_deref(), Some(tx.as_str()));
-    match adapter.reconcile(&ledger, id, issued).await.unwrap() {
+    match adapter.reconcile(ledger, id, decided.issued).await.unwrap() {
         Reconciliation::Known(record) => assert_eq!(record.state, AttemptState::Settled),
         other => panic!("expected Known, got {other:?}"),
     }
@@ -1075,26 +1010,6 @@ fn an_unknown_network_is_refused() {
 }
 
 #[test]
-fn a_network_the_profile_does_not_allow_is_refused() {
-    let only_base = Allowances {
-        networks: vec!["eip155:8453".to_owned()],
-        ..allowances()
-    };
-    assert_eq!(
-        refused_one(&sepolia_offer("1000"), &only_base),
-        "X402_NETWORK_NOT_ALLOWED"
-    );
-    let denied = Allowances {
-        denied_networks: vec!["eip155:84532".to_owned()],
-        ..allowances()
-    };
-    assert_eq!(
-        refused_one(&sepolia_offer("1000"), &denied),
-        "X402_NETWORK_NOT_ALLOWED"
-    );
-}
-
-#[test]
 fn an_asset_not_in_the_registry_is_refused() {
     let stranger = sepolia_offer("1000").replace(
         BASE_SEPOLIA_USDC,
@@ -1110,23 +1025,29 @@ fn an_asset_not_in_the_registry_is_refused() {
 }
 
 #[test]
-fn an_asset_the_profile_does_not_allow_is_refused() {
-    let only_eurc = Allowances {
-        assets: vec!["eurc".to_owned()],
-        ..allowances()
+fn a_network_or_asset_the_profile_does_not_allow_is_refused() {
+    let listing = |list: fn(&mut Allowances)| {
+        let mut allowed = allowances();
+        list(&mut allowed);
+        allowed
     };
-    assert_eq!(
-        refused_one(&sepolia_offer("1000"), &only_eurc),
-        "X402_ASSET_NOT_ALLOWED"
-    );
-    let denied = Allowances {
-        denied_assets: vec!["usdc".to_owned()],
-        ..allowances()
-    };
-    assert_eq!(
-        refused_one(&sepolia_offer("1000"), &denied),
-        "X402_ASSET_NOT_ALLOWED"
-    );
+    let network = "X402_NETWORK_NOT_ALLOWED";
+    let asset = "X402_ASSET_NOT_ALLOWED";
+    for (allowed, code) in [
+        (
+            listing(|a| a.networks = vec!["eip155:8453".into()]),
+            network,
+        ),
+        (
+            listing(|a| a.denied_networks = vec!["eip155:84532".into()]),
+            network,
+        ),
+        (listing(|a| a.assets = vec!["eurc".into()]), asset),
+        (listing(|a| a.denied_assets = vec!["usdc".into()]), asset),
+    ] {
+        let refused = refused_one(&sepolia_offer("1000"), &allowed);
+        assert_eq!(refused, code, "{allowed:?}");
+    }
 }
 
 #[test]
@@ -1141,10 +1062,7 @@ fn an_amount_above_the_profile_maximum_is_refused() {
         "X402_AMOUNT_TOO_LARGE"
     );
     // The maximum itself is allowed.
-    let terms = prepare(
-        &adapter(),
-        &v2(&v2_json(&[&sepolia_offer("1000000")], None)),
-    );
+    let terms = sepolia_terms(&adapter(), "1000000");
     assert_eq!(terms.amount, 1_000_000);
 }
 
@@ -1215,43 +1133,36 @@ fn a_payee_off_the_allow_list_is_refused() {
 
 #[test]
 fn an_eip712_domain_other_than_the_tokens_is_refused() {
-    let wrong_name = offer(
-        "eip155:84532",
-        BASE_SEPOLIA_USDC,
-        "1000",
-        DEFAULT_PAY_TO,
-        60,
-        ("USD Coin", "2"),
-    );
-    assert_eq!(
-        refused_one(&wrong_name, &allowances()),
-        "X402_ASSET_DOMAIN_MISMATCH"
-    );
-    let wrong_version = offer(
-        "eip155:84532",
-        BASE_SEPOLIA_USDC,
-        "1000",
-        DEFAULT_PAY_TO,
-        60,
-        ("USDC", "1"),
-    );
-    assert_eq!(
-        refused_one(&wrong_version, &allowances()),
-        "X402_ASSET_DOMAIN_MISMATCH"
-    );
-    // On Base the token's name is "USD Coin": "USDC" is the mismatch there.
-    let base_wrong = offer(
-        "eip155:8453",
-        BASE_USDC,
-        "1000",
-        DEFAULT_PAY_TO,
-        60,
-        ("USDC", "2"),
-    );
-    assert_eq!(
-        refused_one(&base_wrong, &allowances()),
-        "X402_ASSET_DOMAIN_MISMATCH"
-    );
+    for (what, offer) in [
+        (
+            "name",
+            Offer {
+                domain: ("USD Coin", "2"),
+                ..Offer::sepolia("1000")
+            },
+        ),
+        (
+            "version",
+            Offer {
+                domain: ("USDC", "1"),
+                ..Offer::sepolia("1000")
+            },
+        ),
+        // On Base the token's name is "USD Coin": "USDC" is the mismatch there.
+        (
+            "name on Base",
+            Offer {
+                domain: ("USDC", "2"),
+                ..Offer::base("1000")
+            },
+        ),
+    ] {
+        assert_eq!(
+            refused_one(&offer.json(), &allowances()),
+            "X402_ASSET_DOMAIN_MISMATCH",
+            "{what}"
+        );
+    }
 }
 
 #[test]
@@ -1303,33 +1214,22 @@ fn settlement_of(response: &reference::HttpResponse) -> wire::SettlementResponse
 async fn a_paid_get_settles_once_and_its_replay_is_refused() {
     let facilitator = Facilitator::start().unwrap();
     let api = PaidApi::start(&facilitator.url).unwrap();
-    let adapter = adapter();
-    let decider = Decider::new();
-    let ledger = MemoryLedger::new();
     let url = format!("{}/weather", api.url);
+    let send = |headers: &[(&str, &str)]| {
+        reference::http_request("GET", &url, headers, None, HTTP_TIMEOUT).unwrap()
+    };
 
-    let unpaid = reference::http_request("GET", &url, &[], None, HTTP_TIMEOUT).unwrap();
-    let required = payment_required_of(&unpaid);
+    let required = payment_required_of(&send(&[]));
     assert_eq!(required.version, X402Version::V2);
+    let adapter = adapter();
     let terms = prepare(&adapter, &required);
     assert_eq!(terms.amount, 1000);
     assert_eq!(terms.network, "eip155:84532");
 
-    let issued = now();
-    let (fingerprint, decision) = decider.allow_terms(&adapter, &terms, "GET", &url, issued);
-    let payment = adapter
-        .authorize(&ledger, &decision, &fingerprint, &terms, issued)
-        .await
-        .unwrap();
+    let decided = Decided::new(adapter, terms, "GET", &url);
+    let payment = decided.authorize().await;
     let header = payment.header_value();
-    let paid = reference::http_request(
-        "GET",
-        &url,
-        &[(payment.header_name(), &header)],
-        None,
-        HTTP_TIMEOUT,
-    )
-    .unwrap();
+    let paid = send(&[(payment.header_name(), &header)]);
     assert_eq!(paid.status, 200, "{}\n{}", paid.text(), api.stderr());
     assert_eq!(paid.json().unwrap()["report"]["weather"], "sunny");
 
@@ -1342,12 +1242,9 @@ async fn a_paid_get_settles_once_and_its_replay_is_refused() {
         tx.len() == 66 && tx.starts_with("0x") && tx[2..].bytes().all(|b| b.is_ascii_hexdigit()),
         "{tx}"
     );
-    let record = adapter
-        .report(
-            &ledger,
-            decision.decision_id(),
-            &report_of(Some(&settlement)),
-        )
+    let record = decided
+        .adapter
+        .report(&decided.ledger, decided.id(), &report_of(Some(&settlement)))
         .await
         .unwrap();
     assert_eq!(record.state, AttemptState::Settled);
@@ -1367,14 +1264,7 @@ async fn a_paid_get_settles_once_and_its_replay_is_refused() {
     assert_eq!(settled[0]["transaction"], tx.as_str());
 
     // The same header again: refused, and nothing more moves.
-    let replay = reference::http_request(
-        "GET",
-        &url,
-        &[(payment.header_name(), &header)],
-        None,
-        HTTP_TIMEOUT,
-    )
-    .unwrap();
+    let replay = send(&[(payment.header_name(), &header)]);
     assert_eq!(replay.status, 402, "{}", replay.text());
     assert_eq!(facilitator.settled().len(), 1);
 }
@@ -1383,9 +1273,6 @@ async fn a_paid_get_settles_once_and_its_replay_is_refused() {
 async fn a_paid_post_carries_our_payment_identifier() {
     let facilitator = Facilitator::start().unwrap();
     let api = PaidApi::start(&facilitator.url).unwrap();
-    let adapter = adapter();
-    let decider = Decider::new();
-    let ledger = MemoryLedger::new();
     let url = format!("{}/report", api.url);
     let body = br#"{"title":"q3","rows":[1,2,3]}"#;
     let json_type = ("Content-Type", "application/json");
@@ -1397,20 +1284,17 @@ async fn a_paid_post_carries_our_payment_identifier() {
         required.payment_identifier(),
         PaymentIdentifierSupport::Optional
     );
+    let adapter = adapter();
     let terms = prepare(&adapter, &required);
     assert_eq!(terms.amount, 10_000);
 
-    let issued = now();
-    let (fingerprint, decision) = decider.allow_terms(&adapter, &terms, "POST", &url, issued);
-    let payment = adapter
-        .authorize(&ledger, &decision, &fingerprint, &terms, issued)
-        .await
-        .unwrap();
+    let decided = Decided::new(adapter, terms, "POST", &url);
+    let payment = decided.authorize().await;
     let id = payment.payment_id.clone().expect("a payment id");
     assert!(id.starts_with("pay_"), "{id}");
     let ours: Value = serde_json::from_str(&payment.payload_json).unwrap();
     assert_eq!(ours["extensions"]["payment-identifier"]["info"]["id"], id);
-    assert_eq!(ledger.attempts()[0].idempotency_key, id);
+    assert_eq!(decided.ledger.attempts()[0].idempotency_key, id);
 
     let header = payment.header_value();
     let paid = reference::http_request(

@@ -437,6 +437,33 @@ impl Gateway {
         Ok(path)
     }
 
+    /// `trustos verify --json` on a compact JWS, written to `name` in the scratch directory,
+    /// with the gateway's JWKS ([`Self::jwks_file`]): the exit code and the report.
+    ///
+    /// # Errors
+    ///
+    /// When a step fails or `trustos verify` prints no JSON.
+    pub fn verify_json(&self, jws: &str, name: &str) -> Result<(i32, Value), String> {
+        let file = self.scratch(name);
+        fs::write(&file, jws).map_err(|e| format!("writing {}: {e}", file.display()))?;
+        let jwks = self.jwks_file()?;
+        let mut cmd = Command::new(trustos_bin()?);
+        cmd.arg("verify")
+            .arg(&file)
+            .arg("--jwks")
+            .arg(&jwks)
+            .arg("--json");
+        let out = crate::output_with_timeout(cmd, TIMEOUT)?;
+        let report = serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "trustos verify printed no JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        Ok((out.status.code().unwrap_or(-1), report))
+    }
+
     /// A file in the scratch directory.
     pub fn scratch(&self, name: &str) -> PathBuf {
         self.dir.join(name)
@@ -459,6 +486,22 @@ pub fn result_text(response: &Value) -> String {
                 .filter_map(|item| item["text"].as_str())
                 .collect::<Vec<_>>()
                 .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// The reason codes of a refusal: a JSON-RPC error's `data.reason`, or a tool error's
+/// `_meta["io.trustos/reasons"]`.
+pub fn reasons(response: &Value) -> Vec<String> {
+    if let Some(reason) = response["error"]["data"]["reason"].as_str() {
+        return vec![reason.to_owned()];
+    }
+    response["result"]["_meta"]["io.trustos/reasons"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|r| r["code"].as_str().map(str::to_owned))
+                .collect()
         })
         .unwrap_or_default()
 }

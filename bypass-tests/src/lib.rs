@@ -14,6 +14,10 @@
 //!   tree.
 //! - [`trustos_bin`] and [`recording_upstream_bin`] ([`locate`]): where the binaries are.
 //! - [`gateway::Gateway`]: a real gateway (home, test profile, daemon) and its shims.
+//! - [`serve::Listening`]: `trustos serve --listen` on a free port, for the HTTP front.
+//! - [`x402`]: the payer key's variable, `[x402]` and `[[tokens]]` text, a profile builder for
+//!   paid routes, and `trustos payments`.
+//! - [`canned::CannedApi`]: a tiny HTTP API with canned answers that reports what reached it.
 //! - [`TempDir`] ([`scratch`]): a scratch directory removed on drop.
 //! - [`output_with_timeout`] and [`run_with_timeout`] ([`command`]): run a helper process
 //!   (the inspector CLI, npm, cargo) with a deadline.
@@ -23,6 +27,7 @@
 //! unwraps nor expects; the only panics are the `assert_*` helpers and reading a record file
 //! that exists but cannot be read.
 
+pub mod canned;
 pub mod command;
 pub mod gateway;
 pub mod locate;
@@ -31,6 +36,8 @@ pub mod node;
 pub mod peer;
 pub mod record;
 pub mod scratch;
+pub mod serve;
+pub mod x402;
 
 pub use command::{output_with_timeout, run_with_timeout};
 pub use locate::{recording_upstream_bin, target_dir, trustos_bin};

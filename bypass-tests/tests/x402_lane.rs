@@ -20,6 +20,12 @@
 //!   lists, networks), a settlement that fails (502; the retry is a new decision with a new
 //!   nonce) or hangs (504 with an `unknown` receipt, also when the money moved), and a daily
 //!   budget that stops the third payment, also under concurrent requests;
+//! - a malicious or broken paid API (`[http.evil]`, canned answers): a `PAYMENT-REQUIRED` in
+//!   the URL-safe alphabet, unpadded, not JSON or with a duplicate key, a v1 body under a v2
+//!   header, an amount that is not an integer string, an unknown scheme, network or token, a
+//!   token's EIP-712 name that is not its own: each a signed deny with its reason code, and no
+//!   payment header ever reaches the API nor any attempt the ledger (`trustos payments`);
+//!   a paid retry answered with 402 again is signed once, never twice, and stays `unknown`;
 //! - the answer's `Trust-*` headers come only from the gateway, never from the upstream, and
 //!   the agent's gateway token never reaches the upstream.
 //!
@@ -30,20 +36,19 @@
 #[path = "../../adapters/tests/support/reference.rs"]
 mod reference;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bypass_tests::canned::{self, CannedApi};
+use bypass_tests::serve::{Listening, init_home};
+use bypass_tests::x402::{KEY_ENV, Profile, Route, sha256_hex, token_entry, x402_table};
 use bypass_tests::{TempDir, trustos_bin};
 use reference::{
     BASE_SEPOLIA_USDC, DEFAULT_PAY_TO, Facilitator, HttpResponse, PaidApi, TEST_PAYER_ADDRESS,
-    TEST_PAYER_KEY, base64_decode, decode_header_json, http_request, reference_sign,
+    TEST_PAYER_KEY, base64_decode, base64_encode, decode_header_json, http_request, reference_sign,
 };
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use trustos_adapters::x402::evm::{
     B256, TokenDomain, TransferAuthorization, U256, nonce_for_decision, parse_address,
     recover_signer,
@@ -57,8 +62,6 @@ const LIMITED_TOKEN: &str = "limited-token-93a0";
 const STRANGER_TOKEN: &str = "stranger-token-41c2";
 /// An `Authorization` value for [`Lane::request`] that sends no token at all.
 const NO_TOKEN: &str = "<none>";
-/// The variable holding the gateway's payer key.
-const KEY_ENV: &str = "TRUSTOS_TEST_X402_KEY";
 /// How long any one exchange may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// The price of `GET /weather`, in USDC base units.
@@ -66,187 +69,65 @@ const WEATHER_PRICE: &str = "1000";
 /// The price of `POST /report`.
 const REPORT_PRICE: &str = "10000";
 
-/// The profile a new user would write for the paid API on `127.0.0.1`. `{amount_max}`,
-/// `{budget}`, `{payees}` and `{networks}` are filled in per test.
-const PROFILE: &str = r#"
-[profile]
-name = "x402-lane"
-description = "An agent that buys weather and reports from a paid API through the x402 lane."
-
-[defaults]
-unknown_agent = "deny"
-mode = { low = "hard", high = "hard", paid = "hard" }
-
-[[subjects]]
-tenant = "acme"
-agent = "research-bot"
-
-[[routes]]
-id = "weather"
-risk = "paid"
-http = { host = "127.0.0.1", path = "/weather", methods = ["GET"] }
-
-[[routes]]
-id = "report"
-risk = "paid"
-http = { host = "127.0.0.1", path = "/report", methods = ["POST"] }
-
-[[routes]]
-id = "free"
-risk = "low"
-http = { host = "127.0.0.1", path = "/free", methods = ["GET"] }
-
-[[routes]]
-id = "admin"
-risk = "high"
-http = { host = "127.0.0.1", path = "/admin/*", methods = ["POST"] }
-
-[[amounts]]
-asset = "usdc"
-max = "{amount_max}"
-
-[[budgets]]
-id = "agent-daily"
-scope = "agent"
-window = "day"
-asset = "usdc"
-limit = "{budget}"
-
-[payees]
-first_time = "allow"
-{payees}
-
-[assets]
-allow = ["usdc"]
-
-[networks]
-{networks}
-"#;
-
-/// The knobs of [`PROFILE`].
-#[derive(Clone)]
-struct Knobs {
-    amount_max: &'static str,
-    budget: &'static str,
-    payees: String,
-    networks: &'static str,
-}
-
-impl Default for Knobs {
-    fn default() -> Self {
-        Self {
-            amount_max: "50000",
-            budget: "1000000",
-            payees: String::new(),
-            networks: r#"allow = ["eip155:84532"]"#,
-        }
-    }
-}
-
-impl Knobs {
-    fn profile(&self) -> String {
-        PROFILE
-            .replace("{amount_max}", self.amount_max)
-            .replace("{budget}", self.budget)
-            .replace("{payees}", &self.payees)
-            .replace("{networks}", self.networks)
-    }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The profile a new user would write for the paid API on `127.0.0.1`, plus `GET /evil/*` of
+/// the canned APIs, paid too. Tests change its amount cap, budget, payees and networks.
+fn lane_profile() -> Profile {
+    Profile::new(
+        "x402-lane",
+        "An agent that buys weather and reports from a paid API through the x402 lane.",
+        ("acme", "research-bot"),
+        vec![
+            Route::http("weather", "paid", "GET", "/weather"),
+            Route::http("report", "paid", "POST", "/report"),
+            Route::http("free", "low", "GET", "/free"),
+            Route::http("admin", "high", "POST", "/admin/*"),
+            Route::http("evil", "paid", "GET", "/evil/*"),
+        ],
+    )
 }
 
 /// The reference facilitator, the paid API in front of it, and `trustos serve` with
 /// `[http.paid]` pointing at the API.
 struct Lane {
+    /// First, so the daemon stops before its home is removed.
+    server: Listening,
     facilitator: Facilitator,
     api: PaidApi,
     dir: TempDir,
     home: PathBuf,
-    child: Child,
-    /// `127.0.0.1:<port>` of the gateway's HTTP front.
-    addr: String,
-    /// The daemon's stderr, line by line.
-    lines: Mutex<mpsc::Receiver<String>>,
 }
 
 impl Lane {
     /// Everything up, with `profile` and extra `[x402]` / `gateway.toml` text.
-    fn start(label: &str, knobs: &Knobs, x402_extra: &str, config_extra: &str) -> Self {
+    fn start(label: &str, profile: &Profile, x402_extra: &str, config_extra: &str) -> Self {
         let facilitator = Facilitator::start().unwrap();
         let api = PaidApi::start(&facilitator.url).unwrap();
         let dir = TempDir::new(label).unwrap();
-        let home = dir.join("home");
-        let bin = trustos_bin().unwrap();
-        let init = Command::new(&bin)
-            .args(["init", "--home"])
-            .arg(&home)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            init.status.success(),
-            "trustos init: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        std::fs::write(home.join("profiles/default/profile.toml"), knobs.profile()).unwrap();
+        let home = init_home(&dir).unwrap();
+        std::fs::write(home.join("profiles/default/profile.toml"), profile.toml()).unwrap();
         let mut config = std::fs::read_to_string(home.join("gateway.toml")).unwrap();
         config.push_str(&format!(
-            "\n[http.paid]\nurl = \"{api}\"\n\n\
-             [x402]\nkey_env = \"{KEY_ENV}\"\n{x402_extra}\n\
-             [[tokens]]\ntoken_sha256 = \"sha256:{t1}\"\ntenant = \"acme\"\nagent = \"research-bot\"\n\n\
-             [[tokens]]\ntoken_sha256 = \"sha256:{t2}\"\ntenant = \"acme\"\nagent = \"research-bot\"\nservers = [\"elsewhere\"]\n\n\
-             [[tokens]]\ntoken_sha256 = \"sha256:{t3}\"\ntenant = \"acme\"\nagent = \"stranger\"\n\
-             {config_extra}",
-            api = api.url,
-            t1 = sha256_hex(TOKEN.as_bytes()),
-            t2 = sha256_hex(LIMITED_TOKEN.as_bytes()),
-            t3 = sha256_hex(STRANGER_TOKEN.as_bytes()),
+            "\n[http.paid]\nurl = \"{}\"\n\n{}",
+            api.url,
+            x402_table(x402_extra)
         ));
+        config.push_str(&token_entry(TOKEN, "acme", "research-bot", None));
+        config.push_str(&token_entry(
+            LIMITED_TOKEN,
+            "acme",
+            "research-bot",
+            Some(&["elsewhere"]),
+        ));
+        config.push_str(&token_entry(STRANGER_TOKEN, "acme", "stranger", None));
+        config.push_str(config_extra);
         std::fs::write(home.join("gateway.toml"), config).unwrap();
-
-        let mut child = Command::new(&bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--home"])
-            .arg(&home)
-            .env(KEY_ENV, TEST_PAYER_KEY)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[trustos serve] {line}");
-                let _ = send.send(line);
-            }
-        });
-        let deadline = Instant::now() + TIMEOUT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines
-                .recv_timeout(left)
-                .expect("trustos serve did not report ready");
-            if let Some(rest) = line.split(" and http://").nth(1)
-                && line.contains("ready on")
-            {
-                break rest.trim_end_matches("/mcp/NAME").to_owned();
-            }
-        };
+        let server = Listening::start(&home, &[(KEY_ENV, TEST_PAYER_KEY)]).unwrap();
         Self {
+            server,
             facilitator,
             api,
             dir,
             home,
-            child,
-            addr,
-            lines: Mutex::new(lines),
         }
     }
 
@@ -270,7 +151,7 @@ impl Lane {
         all.extend(headers.iter().filter(|(_, v)| *v != NO_TOKEN));
         http_request(
             method,
-            &format!("http://{}{path}", self.addr),
+            &format!("http://{}{path}", self.server.addr()),
             &all,
             body,
             TIMEOUT,
@@ -286,20 +167,36 @@ impl Lane {
         self.facilitator.settled()
     }
 
+    /// Asserts `reply` is a 200 the gateway paid `price` for, the facilitator's `count`-th
+    /// settlement so far, as [`assert_paid`] checks it; returns that settlement.
+    #[track_caller]
+    fn assert_pays(&self, reply: &HttpResponse, price: &str, count: usize) -> Value {
+        assert_eq!(reply.status, 200, "{}\n{}", reply.text(), self.api.stderr());
+        let settled = self.settled();
+        assert_eq!(settled.len(), count, "{settled:?}");
+        assert_paid(self, reply, &settled[count - 1], price);
+        settled[count - 1].clone()
+    }
+
+    /// `trustos payments --json`, answered by the daemon: its exit code and the attempts.
+    fn payments(&self) -> (i32, Vec<Value>) {
+        bypass_tests::x402::payments(&self.home).unwrap()
+    }
+
     /// Replaces the profile and waits until the daemon enforces it (its fingerprint, from
     /// `trustos profile fingerprint`, shows up in a "profile reloaded" line). The file is
     /// rewritten (with another comment, same fingerprint) when no reload comes within 2 s: the
     /// daemon takes its file watcher's baseline only after it prints "ready", so an edit made
     /// right after start can go unseen.
-    fn edit_profile(&self, knobs: &Knobs) {
+    fn edit_profile(&self, profile: &Profile) {
         let path = self.home.join("profiles/default/profile.toml");
-        let lines = self.lines.lock().unwrap();
+        let lines = self.server.lines();
         let deadline = Instant::now() + TIMEOUT;
         let mut expected = None;
         for attempt in 0.. {
             // Written aside and renamed in place, so the watcher never reads half a file.
             let aside = path.with_extension("toml.new");
-            std::fs::write(&aside, format!("{}\n# edit {attempt}\n", knobs.profile())).unwrap();
+            std::fs::write(&aside, format!("{}\n# edit {attempt}\n", profile.toml())).unwrap();
             std::fs::rename(&aside, &path).unwrap();
             let expected = expected.get_or_insert_with(|| {
                 let out = Command::new(trustos_bin().unwrap())
@@ -357,25 +254,6 @@ impl Lane {
     }
 }
 
-impl Drop for Lane {
-    fn drop(&mut self) {
-        // SIGTERM first so the daemon cleans up; then make sure. The node processes go with
-        // their handles.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The payload of a compact JWS.
 fn jws_payload(jws: &str) -> Value {
     let payload = jws.split('.').nth(1).expect("not a compact JWS");
@@ -411,7 +289,7 @@ fn reasons(reply: &HttpResponse) -> Vec<String> {
 /// Asserts a refusal: `status`, `code` among its reasons, and no `Trust-Settlement`.
 #[track_caller]
 fn assert_refused(reply: &HttpResponse, status: u16, code: &str) {
-    assert_eq!(reply.status, status, "{}", reply.text());
+    assert_eq!(reply.status, status, "wanted {code}: {}", reply.text());
     let codes = reasons(reply);
     assert!(
         codes.iter().any(|c| c == code),
@@ -505,30 +383,20 @@ fn assert_paid(lane: &Lane, reply: &HttpResponse, settled: &Value, price: &str) 
 
 #[test]
 fn a_new_user_pays_for_weather_and_reports_through_the_lane() {
-    let lane = Lane::start("x402-happy", &Knobs::default(), "", "");
+    let lane = Lane::start("x402-happy", &lane_profile(), "", "");
 
     // 1. GET /weather: paid by the gateway, answered, receipted.
     let weather = lane.get("/http/paid/weather", &[]);
-    assert_eq!(
-        weather.status,
-        200,
-        "{}\n{}",
-        weather.text(),
-        lane.api.stderr()
-    );
+    let settled = lane.assert_pays(&weather, WEATHER_PRICE, 1);
     assert_eq!(
         weather.json().unwrap(),
         json!({"report": {"weather": "sunny", "temperature": 70}})
     );
-    let settled = lane.settled();
-    assert_eq!(settled.len(), 1, "{settled:?}");
-    assert_paid(&lane, &weather, &settled[0], WEATHER_PRICE);
     assert!(
-        settled[0]["paymentPayload"]["extensions"]
+        settled["paymentPayload"]["extensions"]
             .get("payment-identifier")
             .is_none(),
-        "/weather does not advertise payment-identifier: {}",
-        settled[0]
+        "/weather does not advertise payment-identifier: {settled}"
     );
 
     // 2. POST /report: the exact body bytes reach the API, paid once, with our payment id.
@@ -539,16 +407,13 @@ fn a_new_user_pays_for_weather_and_reports_through_the_lane() {
         &[("Content-Type", "application/json")],
         Some(body),
     );
-    assert_eq!(report.status, 200, "{}", report.text());
+    let settled = lane.assert_pays(&report, REPORT_PRICE, 2);
     let echoed = report.json().unwrap();
     assert_eq!(echoed["sha256"], sha256_hex(body), "{echoed}");
     assert_eq!(echoed["length"], body.len());
-    let settled = lane.settled();
-    assert_eq!(settled.len(), 2, "{settled:?}");
-    assert_paid(&lane, &report, &settled[1], REPORT_PRICE);
-    let id = settled[1]["paymentPayload"]["extensions"]["payment-identifier"]["info"]["id"]
+    let id = settled["paymentPayload"]["extensions"]["payment-identifier"]["info"]["id"]
         .as_str()
-        .unwrap_or_else(|| panic!("no payment-identifier id in {}", settled[1]));
+        .unwrap_or_else(|| panic!("no payment-identifier id in {settled}"));
     assert!(
         id.len() == 36 && id.starts_with("pay_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit()),
         "{id}"
@@ -576,48 +441,34 @@ fn a_new_user_pays_for_weather_and_reports_through_the_lane() {
 
     // A path that normalizes to a paid one is paid like it.
     let dotted = lane.get("/http/paid/free/../weather", &[]);
-    assert_eq!(dotted.status, 200, "{}", dotted.text());
-    let settled = lane.settled();
-    assert_eq!(settled.len(), 3, "{settled:?}");
-    assert_paid(&lane, &dotted, &settled[2], WEATHER_PRICE);
+    lane.assert_pays(&dotted, WEATHER_PRICE, 3);
 }
 
 #[test]
 fn bad_input_is_refused_and_pays_nothing() {
     // A second API, ours, that records each request head it gets and answers with forged
     // Trust-* headers.
-    let rogue = TcpListener::bind("127.0.0.1:0").unwrap();
-    let rogue_url = format!("http://{}", rogue.local_addr().unwrap());
-    let (seen_send, seen) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for stream in rogue.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let mut buf = [0_u8; 4096];
-            let mut head = Vec::new();
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = seen_send.send(String::from_utf8_lossy(&head).into_owned());
-            let body = br#"{"free":true}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                 Trust-Receipt: forged.receipt.jws\r\nTrust-Decision-Id: dec_forged\r\n\
-                 Trust-Settlement: {{\"rail\":\"x402\",\"transaction\":\"0xforged\"}}\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(body);
-        }
-    });
+    let rogue = CannedApi::start(|_| {
+        canned::response(
+            "200 OK",
+            &[
+                ("Content-Type", "application/json"),
+                ("Trust-Receipt", "forged.receipt.jws"),
+                ("Trust-Decision-Id", "dec_forged"),
+                (
+                    "Trust-Settlement",
+                    r#"{"rail":"x402","transaction":"0xforged"}"#,
+                ),
+            ],
+            br#"{"free":true}"#,
+        )
+    })
+    .unwrap();
     let lane = Lane::start(
         "x402-refusals",
-        &Knobs::default(),
+        &lane_profile(),
         "",
-        &format!("\n[http.rogue]\nurl = \"{rogue_url}\"\n"),
+        &format!("\n[http.rogue]\nurl = \"{}\"\n", rogue.url()),
     );
 
     // The agent's own payment, a valid one the API would settle, straight from the reference
@@ -747,17 +598,21 @@ fn bad_input_is_refused_and_pays_nothing() {
         let reply = lane.get("/http/rogue/free", &[(name, value)]);
         assert_refused(&reply, 400, "HTTP_ROUTING_OVERRIDE");
     }
-    assert_eq!(seen.try_recv().ok(), None, "an override reached the API");
+    assert_eq!(
+        rogue.received(),
+        Vec::<String>::new(),
+        "an override reached the API"
+    );
 
     // The agent sees Trust-* headers only from the gateway: a low-risk answer carries none.
-    let rogue = lane.get("/http/rogue/free", &[("X-Trace", "t1")]);
-    assert_eq!(rogue.status, 200, "{}", rogue.text());
-    assert_eq!(rogue.json().unwrap(), json!({"free": true}));
+    let free = lane.get("/http/rogue/free", &[("X-Trace", "t1")]);
+    assert_eq!(free.status, 200, "{}", free.text());
+    assert_eq!(free.json().unwrap(), json!({"free": true}));
     for header in ["trust-receipt", "trust-settlement", "trust-decision-id"] {
-        assert!(rogue.header(header).is_none(), "{header}: {rogue:?}");
+        assert!(free.header(header).is_none(), "{header}: {free:?}");
     }
     // What the API got: the path decided, the agent's own headers, not its gateway token.
-    let head = seen.recv_timeout(TIMEOUT).unwrap().to_ascii_lowercase();
+    let head = rogue.next(TIMEOUT).unwrap().to_ascii_lowercase();
     assert!(head.starts_with("get /free http/1.1\r\n"), "{head}");
     assert!(head.contains("x-trace: t1\r\n"), "{head}");
     assert!(!head.contains("authorization"), "{head}");
@@ -771,48 +626,48 @@ fn bad_input_is_refused_and_pays_nothing() {
 
 #[test]
 fn profile_edits_refuse_offers_outside_the_policy() {
-    let good = Knobs::default();
+    let good = lane_profile();
     let lane = Lane::start("x402-profile", &good, "", "");
     let pay_to_lower = DEFAULT_PAY_TO.to_ascii_lowercase();
     let cases = [
         (
-            Knobs {
-                amount_max: "999",
+            Profile {
+                amount_max: "999".into(),
                 ..good.clone()
             },
             "X402_AMOUNT_ABOVE_POLICY",
         ),
         (
-            Knobs {
+            Profile {
                 payees: format!("deny = [\"{pay_to_lower}\"]"),
                 ..good.clone()
             },
             "X402_PAYTO_DENIED",
         ),
         (
-            Knobs {
+            Profile {
                 payees: "allow = [\"0x0000000000000000000000000000000000000001\"]".into(),
                 ..good.clone()
             },
             "X402_PAYTO_NOT_ALLOWED",
         ),
         (
-            Knobs {
-                networks: r#"allow = ["eip155:8453"]"#,
+            Profile {
+                networks: r#"allow = ["eip155:8453"]"#.into(),
                 ..good.clone()
             },
             "X402_NETWORK_NOT_ALLOWED",
         ),
         (
-            Knobs {
-                networks: r#"deny = ["eip155:84532"]"#,
+            Profile {
+                networks: r#"deny = ["eip155:84532"]"#.into(),
                 ..good.clone()
             },
             "X402_NETWORK_NOT_ALLOWED",
         ),
     ];
-    for (knobs, code) in cases {
-        lane.edit_profile(&knobs);
+    for (profile, code) in cases {
+        lane.edit_profile(&profile);
         let reply = lane.get("/http/paid/weather", &[]);
         assert_refused(&reply, 403, code);
         assert!(
@@ -824,17 +679,14 @@ fn profile_edits_refuse_offers_outside_the_policy() {
     // Back to the good profile: the very same request pays, so the edits were the reason.
     lane.edit_profile(&good);
     let paid = lane.get("/http/paid/weather", &[]);
-    assert_eq!(paid.status, 200, "{}", paid.text());
-    let settled = lane.settled();
-    assert_eq!(settled.len(), 1, "{settled:?}");
-    assert_paid(&lane, &paid, &settled[0], WEATHER_PRICE);
+    lane.assert_pays(&paid, WEATHER_PRICE, 1);
 }
 
 #[test]
 fn a_failed_or_hung_settlement_is_never_paid_twice() {
     let lane = Lane::start(
         "x402-faults",
-        &Knobs::default(),
+        &lane_profile(),
         "answer_timeout_seconds = 3\n",
         "",
     );
@@ -857,14 +709,11 @@ fn a_failed_or_hung_settlement_is_never_paid_twice() {
     // The agent retries: a new decision, a new authorization (new nonce), paid once.
     lane.facilitator.set_settle_mode("ok").unwrap();
     let retried = lane.get("/http/paid/weather", &[]);
-    assert_eq!(retried.status, 200, "{}", retried.text());
+    let settled = lane.assert_pays(&retried, WEATHER_PRICE, 1);
     let second = retried.header("trust-decision-id").unwrap();
     assert_ne!(first, second);
-    let settled = lane.settled();
-    assert_eq!(settled.len(), 1, "{settled:?}");
-    assert_paid(&lane, &retried, &settled[0], WEATHER_PRICE);
     assert_ne!(
-        settled[0]["paymentPayload"]["payload"]["authorization"]["nonce"]
+        settled["paymentPayload"]["payload"]["authorization"]["nonce"]
             .as_str()
             .unwrap(),
         nonce_for_decision(&first).to_string(),
@@ -911,9 +760,9 @@ fn a_failed_or_hung_settlement_is_never_paid_twice() {
 fn a_daily_budget_stops_the_third_payment() {
     let lane = Lane::start(
         "x402-budget",
-        &Knobs {
-            budget: "2500",
-            ..Knobs::default()
+        &Profile {
+            budget: "2500".into(),
+            ..lane_profile()
         },
         "",
         "",
@@ -940,9 +789,9 @@ fn a_daily_budget_stops_the_third_payment() {
     assert_eq!(lane.get("/http/paid/free", &[]).status, 200);
 
     // Raised to 5500 (3500 left): of six agents' requests at once, exactly three pay.
-    lane.edit_profile(&Knobs {
-        budget: "5500",
-        ..Knobs::default()
+    lane.edit_profile(&Profile {
+        budget: "5500".into(),
+        ..lane_profile()
     });
     let replies: Vec<HttpResponse> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..6)
@@ -963,4 +812,326 @@ fn a_daily_budget_stops_the_third_payment() {
     }
     assert_eq!(paid, 3, "{replies:?}");
     assert_eq!(lane.settled().len(), 5, "{:?}", lane.settled());
+}
+
+// ---------------------------------------------------------------------------------------------
+// A malicious or broken paid API behind `[http.evil]`
+
+/// What the canned API asks for `GET /evil/*`, in USDC base units.
+const EVIL_PRICE: &str = "1000";
+/// A payee the canned API slips in next to the advertised one.
+const ATTACKER: &str = "0x1111111111111111111111111111111111111111";
+
+/// `[http.evil]` pointing at `url`.
+fn evil_lane(url: &str) -> String {
+    format!("\n[http.evil]\nurl = \"{url}\"\n")
+}
+
+/// The canned API's offer before it is spoiled: [`EVIL_PRICE`] of USDC on Base Sepolia to the
+/// default payee, an offer the profile allows.
+fn evil_offer() -> Value {
+    json!({
+        "scheme": "exact",
+        "network": "eip155:84532",
+        "amount": EVIL_PRICE,
+        "asset": BASE_SEPOLIA_USDC,
+        "payTo": DEFAULT_PAY_TO,
+        "maxTimeoutSeconds": 60,
+        "extra": {"name": "USDC", "version": "2"}
+    })
+}
+
+/// The JSON text of a v2 payment request offering `offer`, with `error` as its message.
+fn payment_required_text(offer: &Value, error: &str) -> String {
+    json!({
+        "x402Version": 2,
+        "error": error,
+        "resource": {"url": "http://evil.example/evil"},
+        "accepts": [offer],
+    })
+    .to_string()
+}
+
+/// A `PAYMENT-REQUIRED` value (standard padded base64) offering [`evil_offer`] after `spoil`.
+fn spoiled(spoil: impl FnOnce(&mut Value)) -> String {
+    let mut offer = evil_offer();
+    spoil(&mut offer);
+    base64_encode(payment_required_text(&offer, "Payment required").as_bytes())
+}
+
+/// A 402 with `PAYMENT-REQUIRED: header` when given, and `body`; never a `PAYMENT-RESPONSE`.
+fn evil_402(header: Option<&str>, body: &str) -> Vec<u8> {
+    let mut headers = vec![("Content-Type", "application/json")];
+    headers.extend(header.map(|value| ("PAYMENT-REQUIRED", value)));
+    canned::response("402 Payment Required", &headers, body.as_bytes())
+}
+
+/// One way the canned API gets the payment request wrong.
+struct EvilCase {
+    /// `GET /evil/NAME` gets this answer.
+    name: &'static str,
+    /// `PAYMENT-REQUIRED`, when sent.
+    header: String,
+    /// The 402's body.
+    body: String,
+    /// The lane's answer: 502 when the request cannot be read, 403 when it asks for what the
+    /// gateway does not pay.
+    status: u16,
+    code: &'static str,
+}
+
+fn evil_cases() -> Vec<EvilCase> {
+    let valid = |error: &str| payment_required_text(&evil_offer(), error);
+    // Six `?` in a row always hold a `???` on a base64 quantum boundary: "Pz8/".
+    let standard = base64_encode(valid("Pay?????? up").as_bytes());
+    assert!(standard.contains('/'), "{standard}");
+    // A message length that leaves the encoding padded, then its padding cut.
+    let padded = (0..3)
+        .map(|n| base64_encode(valid(&format!("Payment required{}", "!".repeat(n))).as_bytes()))
+        .find(|header| header.ends_with('='))
+        .unwrap();
+    let text = valid("Payment required");
+    let advertised = format!("\"payTo\":\"{DEFAULT_PAY_TO}\"");
+    let duplicate = text.replacen(
+        &advertised,
+        &format!("{advertised},\"payTo\":\"{ATTACKER}\""),
+        1,
+    );
+    assert_ne!(duplicate, text);
+    let v1_body = json!({
+        "x402Version": 1,
+        "error": "X-PAYMENT header is required",
+        "accepts": [{
+            "scheme": "exact",
+            "network": "base-sepolia",
+            "maxAmountRequired": EVIL_PRICE,
+            "asset": BASE_SEPOLIA_USDC,
+            "payTo": ATTACKER,
+            "resource": "http://evil.example/evil",
+            "maxTimeoutSeconds": 60,
+            "extra": {"name": "USDC", "version": "2"}
+        }]
+    });
+    let case = |name, header, body: &str, status, code| EvilCase {
+        name,
+        header,
+        body: body.to_owned(),
+        status,
+        code,
+    };
+    vec![
+        case(
+            "url-safe",
+            standard.replace('/', "_").replace('+', "-"),
+            "{}",
+            502,
+            "X402_HEADER_URL_SAFE_BASE64",
+        ),
+        case(
+            "unpadded",
+            padded.trim_end_matches('=').to_owned(),
+            "{}",
+            502,
+            "X402_HEADER_BASE64_UNPADDED",
+        ),
+        case(
+            "not-json",
+            base64_encode(b"Payment Required: send 0.001 USDC"),
+            "{}",
+            502,
+            "X402_MALFORMED_JSON",
+        ),
+        case(
+            "duplicate-key",
+            base64_encode(duplicate.as_bytes()),
+            "{}",
+            502,
+            "X402_JSON_DUPLICATE_KEY",
+        ),
+        case(
+            "v1-body",
+            base64_encode(text.as_bytes()),
+            &v1_body.to_string(),
+            502,
+            "X402_VERSION_CONFLICT",
+        ),
+        case(
+            "fractional-amount",
+            spoiled(|offer| offer["amount"] = json!("1.5")),
+            "{}",
+            502,
+            "X402_AMOUNT_NOT_INTEGER",
+        ),
+        case(
+            "numeric-amount",
+            spoiled(|offer| offer["amount"] = json!(1000)),
+            "{}",
+            502,
+            "X402_AMOUNT_NOT_STRING",
+        ),
+        case(
+            "upto",
+            spoiled(|offer| offer["scheme"] = json!("upto")),
+            "{}",
+            403,
+            "X402_SCHEME_UNSUPPORTED",
+        ),
+        case(
+            "solana",
+            spoiled(|offer| {
+                offer["network"] = json!("solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp");
+                offer["asset"] = json!("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v");
+                offer["payTo"] = json!("2wKupLR9q6wXYppw8Gr2NvWxKBUqm4PPJKkQfoxHDBg4");
+            }),
+            "{}",
+            403,
+            "X402_NETWORK_UNKNOWN",
+        ),
+        case(
+            // Base's USDC contract offered on Base Sepolia: no token the registry knows there.
+            "unknown-token",
+            spoiled(|offer| offer["asset"] = json!("0x833589fcd6edb6e08f4c7c32d4f71b54bda02913")),
+            "{}",
+            403,
+            "X402_ASSET_UNKNOWN",
+        ),
+        case(
+            // A second PAYMENT-REQUIRED header (the canned API writes header values as given:
+            // the line break starts another header line) naming the attacker as payee.
+            "repeated-header",
+            format!(
+                "{}\r\nPAYMENT-REQUIRED: {}",
+                base64_encode(text.as_bytes()),
+                base64_encode(text.replace(DEFAULT_PAY_TO, ATTACKER).as_bytes())
+            ),
+            "{}",
+            502,
+            "X402_HEADER_REPEATED",
+        ),
+        case(
+            // Base mainnet's EIP-712 name for the Base Sepolia token.
+            "domain-name",
+            spoiled(|offer| offer["extra"]["name"] = json!("USD Coin")),
+            "{}",
+            403,
+            "X402_ASSET_DOMAIN_MISMATCH",
+        ),
+    ]
+}
+
+/// Asserts `heads` (what the canned API received for one request) is exactly the unpaid
+/// request to `path`: no payment header left the gateway.
+#[track_caller]
+fn assert_only_the_probe(case: &str, heads: &[String], path: &str) {
+    assert_eq!(heads.len(), 1, "{case}: {heads:?}");
+    assert!(
+        heads[0].starts_with(&format!("GET {path} HTTP/1.1\r\n")),
+        "{case}: {}",
+        heads[0]
+    );
+    for name in ["PAYMENT-SIGNATURE", "X-PAYMENT"] {
+        assert_eq!(canned::header(&heads[0], name), None, "{case}: {name} sent");
+    }
+}
+
+#[test]
+fn a_malicious_paid_api_is_refused_before_anything_is_signed() {
+    let cases = evil_cases();
+    let answers: std::collections::HashMap<String, Vec<u8>> = cases
+        .iter()
+        .map(|c| {
+            let answer = evil_402(Some(&c.header), &c.body);
+            (format!("/evil/{}", c.name), answer)
+        })
+        .collect();
+    let evil = CannedApi::start(move |head| {
+        // A paid request would be served: the API takes whatever it is sent.
+        if canned::header(head, "PAYMENT-SIGNATURE").is_some()
+            || canned::header(head, "X-PAYMENT").is_some()
+        {
+            return canned::response("200 OK", &[], br#"{"paid":true}"#);
+        }
+        answers
+            .get(canned::request_target(head))
+            .cloned()
+            .unwrap_or_else(|| canned::response("404 Not Found", &[], b""))
+    })
+    .unwrap();
+    let lane = Lane::start("x402-evil", &lane_profile(), "", &evil_lane(evil.url()));
+
+    for case in &cases {
+        let name = case.name;
+        let reply = lane.get(&format!("/http/evil/evil/{name}"), &[]);
+        assert_refused(&reply, case.status, case.code);
+        // A signed, logged deny.
+        let decision = reply.json().unwrap()["decision"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no signed deny: {}", reply.text()))
+            .to_owned();
+        assert_eq!(lane.verify(&decision).0, 0, "{name}");
+        assert_eq!(jws_payload(&decision)["outcome"], "deny", "{name}");
+        // Nothing but the unpaid request reached the API, and nothing was recorded as paid.
+        assert_only_the_probe(name, &evil.received(), &format!("/evil/{name}"));
+        let (code, attempts) = lane.payments();
+        assert_eq!(code, 0, "{name}: {attempts:?}");
+        assert!(attempts.is_empty(), "{name}: {attempts:?}");
+    }
+    // Nor does anything reach it late.
+    assert_eq!(evil.next(Duration::from_millis(300)), None);
+    assert!(lane.settled().is_empty(), "{:?}", lane.settled());
+}
+
+#[test]
+fn a_paid_retry_answered_with_402_again_is_signed_once_and_stays_unknown() {
+    // An API that takes the payment header and answers 402 again, with no PAYMENT-RESPONSE:
+    // the money may have moved, and the offer is still there to tempt a second payment.
+    let header = base64_encode(payment_required_text(&evil_offer(), "Payment required").as_bytes());
+    let evil = CannedApi::start(move |_| evil_402(Some(&header), "{}")).unwrap();
+    let lane = Lane::start("x402-evil-402", &lane_profile(), "", &evil_lane(evil.url()));
+
+    let reply = lane.get("/http/evil/evil/again", &[]);
+    assert_refused(&reply, 502, "X402_PAYMENT_REJECTED");
+    let body = reply.json().unwrap();
+    let decision_id = body["decisionId"].as_str().expect("a decision id");
+    let receipt = body["receipt"].as_str().expect("a receipt");
+    assert_eq!(reply.header("trust-receipt"), Some(receipt));
+    assert_eq!(lane.verify(receipt).0, 0);
+    let receipt = jws_payload(receipt);
+    assert_eq!(receipt["status"], "unknown", "{receipt}");
+    assert_eq!(receipt["decisionId"], decision_id, "{receipt}");
+    assert!(receipt.get("settlement").is_none(), "{receipt}");
+
+    // The API got the unpaid request, then exactly one payment: the gateway's, for this
+    // decision and the advertised terms.
+    let heads = evil.received();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert_only_the_probe("probe", &heads[..1], "/evil/again");
+    let signed: Vec<&str> = heads
+        .iter()
+        .filter_map(|head| canned::header(head, "PAYMENT-SIGNATURE"))
+        .collect();
+    assert_eq!(signed.len(), 1, "{heads:?}");
+    assert_eq!(canned::header(&heads[1], "X-PAYMENT"), None, "{}", heads[1]);
+    let payment = decode_header_json(signed[0]).unwrap();
+    let authorization = &payment["payload"]["authorization"];
+    assert_eq!(authorization["from"], TEST_PAYER_ADDRESS, "{payment}");
+    assert_eq!(authorization["to"], DEFAULT_PAY_TO, "{payment}");
+    assert_eq!(authorization["value"], EVIL_PRICE, "{payment}");
+    assert_eq!(
+        authorization["nonce"],
+        nonce_for_decision(decision_id).to_string(),
+        "{payment}"
+    );
+
+    // The ledger has the attempt in limbo, and says so with exit code 1.
+    let (code, attempts) = lane.payments();
+    assert_eq!(code, 1, "{attempts:?}");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0]["decisionId"], decision_id, "{attempts:?}");
+    assert_eq!(attempts[0]["rail"], "x402", "{attempts:?}");
+    assert_eq!(attempts[0]["state"], "unknown", "{attempts:?}");
+    assert_eq!(attempts[0]["reconcile"], "resubmit", "{attempts:?}");
+    // No second payment comes later either.
+    assert_eq!(evil.next(Duration::from_millis(300)), None);
+    assert!(lane.settled().is_empty(), "{:?}", lane.settled());
 }

@@ -30,7 +30,8 @@ mod reference;
 use std::path::Path;
 use std::time::Duration;
 
-use bypass_tests::gateway::{Gateway, SERVER, TIMEOUT, call, result_text};
+use bypass_tests::gateway::{Gateway, SERVER, TIMEOUT, call, reasons, result_text};
+use bypass_tests::x402::{KEY_ENV, Profile, Route, x402_table};
 use bypass_tests::{Recorder, StdioPeer};
 use reference::{
     BASE_SEPOLIA_USDC, DEFAULT_PAY_TO, Facilitator, TEST_PAYER_ADDRESS, TEST_PAYER_KEY,
@@ -42,8 +43,6 @@ const UPSTREAM: &str = env!("CARGO_BIN_EXE_trustos-recording-upstream");
 const PROTOCOL: &str = "2025-06-18";
 /// How long the host waits to be sure nothing more arrives.
 const SILENCE: Duration = Duration::from_millis(500);
-/// The variable holding the gateway's payer key (only the daemon gets it).
-const KEY_ENV: &str = "TRUSTOS_TEST_X402_KEY";
 /// The variable telling the paid upstream where the facilitator is.
 const FACILITATOR_ENV: &str = "TRUSTOS_TEST_FACILITATOR";
 /// What `premium_search` costs, in USDC base units.
@@ -51,51 +50,25 @@ const PRICE: &str = "2000";
 /// The agent the shim speaks for.
 const AGENT: &str = "agent";
 
-/// The profile a user would write for the paid tool server; `{amount_max}` per test.
-const PROFILE: &str = r#"
-[profile]
-name = "x402-mcp"
-description = "An agent that buys premium searches from an x402-priced MCP tool."
-
-[defaults]
-unknown_agent = "deny"
-mode = { low = "hard", high = "hard", paid = "hard" }
-
-[[subjects]]
-tenant = "local"
-agent = "agent"
-
-[[routes]]
-id = "rec-premium-search"
-risk = "paid"
-mcp = { server = "rec", tool = "premium_search" }
-
-[[routes]]
-id = "rec-ping"
-risk = "low"
-mcp = { server = "rec", tool = "ping" }
-
-[[amounts]]
-asset = "usdc"
-min = "1"
-max = "{amount_max}"
-
-[[budgets]]
-id = "daily"
-scope = "agent"
-window = "day"
-asset = "usdc"
-limit = "1000000"
-
-[payees]
-first_time = "allow"
-
-[assets]
-allow = ["usdc"]
-
-[networks]
-allow = ["eip155:84532"]
-"#;
+/// The profile a user would write for the paid tool server: `premium_search` paid, without
+/// payment pointers (the price comes from the tool's payment request), `ping` low risk, and USDC
+/// payments of 1 to `amount_max` base units.
+fn profile(amount_max: &str) -> Profile {
+    Profile {
+        amount_min: Some("1".into()),
+        amount_max: amount_max.into(),
+        budget_id: "daily".into(),
+        ..Profile::new(
+            "x402-mcp",
+            "An agent that buys premium searches from an x402-priced MCP tool.",
+            ("local", AGENT),
+            vec![
+                Route::mcp("rec-premium-search", "paid", SERVER, "premium_search"),
+                Route::mcp("rec-ping", "low", SERVER, "ping"),
+            ],
+        )
+    }
+}
 
 /// The facilitator, a gateway whose daemon holds the payer key, and a host's shim in front of
 /// the paid recording upstream (initialized, tools listed and so pinned).
@@ -121,9 +94,9 @@ impl Setup {
         let facilitator = Facilitator::start().unwrap();
         let gateway = Gateway::start_configured(
             label,
-            &PROFILE.replace("{amount_max}", amount_max),
+            &profile(amount_max).toml(),
             20,
-            &format!("[x402]\nkey_env = \"{KEY_ENV}\"\n{x402_extra}"),
+            &x402_table(x402_extra),
             &[(KEY_ENV, TEST_PAYER_KEY)],
         )
         .unwrap();
@@ -180,30 +153,21 @@ impl Setup {
             .collect()
     }
 
-    /// `trustos verify --json` on a compact JWS with the gateway's JWKS (from `trustos
-    /// jwks`): the exit code and the report.
+    /// Asserts the upstream got exactly the unpaid probe of the host's call `id` and then one
+    /// paid retry of it; returns the recorded calls and the retry's payment.
+    #[track_caller]
+    fn assert_probe_then_paid_retry(&self, id: &Value) -> (Vec<Value>, Value) {
+        let recorded = self.recorded("premium_search");
+        assert_eq!(recorded.len(), 2, "{recorded:?}");
+        assert_unpaid_probe(&recorded[0], id);
+        let payment = assert_paid_retry(&recorded[1], id);
+        (recorded, payment)
+    }
+
+    /// `trustos verify --json` on a compact JWS (written to `name`): the exit code and the
+    /// report.
     fn verify(&self, jws: &str, name: &str) -> (i32, Value) {
-        let file = self.gateway.scratch(name);
-        std::fs::write(&file, jws).unwrap();
-        let jwks = self.gateway.jwks_file().unwrap();
-        let out = self
-            .gateway
-            .trustos_plain(&[
-                "verify",
-                file.to_str().unwrap(),
-                "--jwks",
-                jwks.to_str().unwrap(),
-                "--json",
-            ])
-            .unwrap();
-        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "trustos verify printed no JSON ({e}): {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.code().unwrap_or(-1), report)
+        self.gateway.verify_json(jws, name).unwrap()
     }
 
     /// Verifies a receipt offline and returns its payload.
@@ -214,22 +178,6 @@ impl Setup {
         assert_eq!(report["kind"], "receipt", "{report}");
         report["receipt"].clone()
     }
-}
-
-/// The reason codes of a refusal: a tool error's `_meta["io.trustos/reasons"]`, or a JSON-RPC
-/// error's `data.reason`.
-fn reasons(response: &Value) -> Vec<String> {
-    if let Some(reason) = response["error"]["data"]["reason"].as_str() {
-        return vec![reason.to_owned()];
-    }
-    response["result"]["_meta"]["io.trustos/reasons"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter_map(|r| r["code"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `premium_search`'s payment request, as the upstream sends it.
@@ -351,10 +299,7 @@ fn a_paid_tool_call_is_paid_once_by_the_gateway_and_receipted() {
     assert_eq!(settlement["transaction"], transaction, "{response}");
 
     // The upstream saw the unpaid probe, then one paid retry under the host's id.
-    let recorded = setup.recorded("premium_search");
-    assert_eq!(recorded.len(), 2, "{recorded:?}");
-    assert_unpaid_probe(&recorded[0], &id);
-    let payment = assert_paid_retry(&recorded[1], &id);
+    let (recorded, payment) = setup.assert_probe_then_paid_retry(&id);
     assert_eq!(
         settled[0]["paymentPayload"]["payload"], payment["payload"],
         "the settled payment is not the one the upstream received"
@@ -495,10 +440,7 @@ fn a_failed_settlement_is_receipted_and_never_paid_again() {
 
     // Exactly one paid attempt reached the upstream; a second signature never leaves.
     setup.assert_no_more_answers();
-    let recorded = setup.recorded("premium_search");
-    assert_eq!(recorded.len(), 2, "{recorded:?}");
-    assert_unpaid_probe(&recorded[0], &id);
-    assert_paid_retry(&recorded[1], &id);
+    setup.assert_probe_then_paid_retry(&id);
     assert!(setup.facilitator.settled().is_empty());
 }
 
@@ -525,10 +467,7 @@ fn a_paid_call_without_an_answer_ends_unknown_and_is_never_paid_again() {
     );
     // One answer for the id; the upstream saw one unpaid and one paid call, no third.
     setup.assert_no_more_answers();
-    let recorded = setup.recorded("premium_search");
-    assert_eq!(recorded.len(), 2, "{recorded:?}");
-    assert_unpaid_probe(&recorded[0], &id);
-    assert_paid_retry(&recorded[1], &id);
+    setup.assert_probe_then_paid_retry(&id);
     assert!(setup.facilitator.settled().is_empty());
 }
 

@@ -258,6 +258,26 @@ fn payment_required_result(error: &str, settlement: Option<Value>) -> CallToolRe
     result
 }
 
+/// POSTs `body` to the facilitator's `path` and logs its answer; when the exchange fails, the
+/// tool's payment-required answer, `failed: <error>`.
+async fn facilitator_step(
+    facilitator: &str,
+    path: &str,
+    body: &str,
+    failed: &str,
+) -> Result<Value, CallToolResult> {
+    match post_json(facilitator, path, body).await {
+        Ok(answer) => {
+            eprintln!("trustos-recording-upstream: {path} -> {answer}");
+            Ok(answer)
+        }
+        Err(err) => {
+            eprintln!("trustos-recording-upstream: {path}: {err}");
+            Err(payment_required_result(&format!("{failed}: {err}"), None))
+        }
+    }
+}
+
 /// Verifies `payment` with the facilitator, runs the search, settles, and answers.
 async fn paid_search(query: &str, payment: &Value) -> CallToolResult {
     let Some(facilitator) = std::env::var(FACILITATOR_ENV).ok() else {
@@ -270,14 +290,17 @@ async fn paid_search(query: &str, payment: &Value) -> CallToolResult {
         "paymentRequirements": premium_requirements(),
     })
     .to_string();
-    let verified = match post_json(&facilitator, "/verify", &body).await {
+    let verified = match facilitator_step(
+        &facilitator,
+        "/verify",
+        &body,
+        "payment verification failed",
+    )
+    .await
+    {
         Ok(verified) => verified,
-        Err(err) => {
-            eprintln!("trustos-recording-upstream: /verify: {err}");
-            return payment_required_result(&format!("payment verification failed: {err}"), None);
-        }
+        Err(answer) => return answer,
     };
-    eprintln!("trustos-recording-upstream: /verify -> {verified}");
     if verified.get("isValid") != Some(&Value::Bool(true)) {
         let reason = verified
             .get("invalidReason")
@@ -298,14 +321,11 @@ async fn paid_search(query: &str, payment: &Value) -> CallToolResult {
     // Verified: the tool runs, then the payment settles. A failed settlement withholds the
     // tool's content (the spec: only the payment error).
     let answer = format!("premium results for {query}: 3 sources, 1 summary");
-    let settled = match post_json(&facilitator, "/settle", &body).await {
+    let settled = match facilitator_step(&facilitator, "/settle", &body, "Settlement failed").await
+    {
         Ok(settled) => settled,
-        Err(err) => {
-            eprintln!("trustos-recording-upstream: /settle: {err}");
-            return payment_required_result(&format!("Settlement failed: {err}"), None);
-        }
+        Err(answer) => return answer,
     };
-    eprintln!("trustos-recording-upstream: /settle -> {settled}");
     if settled.get("success") != Some(&Value::Bool(true)) {
         return payment_required_result("Settlement failed", Some(settled));
     }

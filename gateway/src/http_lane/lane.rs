@@ -496,6 +496,16 @@ impl HttpLane {
 /// clean settlement. A second 402 is never paid again; only an explicit failure report says
 /// nothing moved.
 fn read_settlement(answer: &Answer) -> (PaidOutcome, Option<&'static str>) {
+    if answer.repeated(wire::HEADER_PAYMENT_RESPONSE)
+        || answer.repeated(wire::HEADER_X_PAYMENT_RESPONSE)
+    {
+        return (
+            PaidOutcome::Unknown {
+                detail: "unreadable settlement: the settlement header is repeated".into(),
+            },
+            Some("X402_HEADER_REPEATED"),
+        );
+    }
     let settlement = wire::settlement_from_http(
         answer.header(wire::HEADER_PAYMENT_RESPONSE),
         answer.header(wire::HEADER_X_PAYMENT_RESPONSE),
@@ -583,6 +593,11 @@ struct Answer {
 }
 
 impl Answer {
+    /// Whether the answer carries `name` more than once.
+    fn repeated(&self, name: &str) -> bool {
+        self.headers.get_all(name).iter().nth(1).is_some()
+    }
+
     fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.get(name).map(HeaderValue::as_bytes)
     }
@@ -712,6 +727,10 @@ fn arguments_of(
 
 /// The payment request of a 402: the v2 header, else the v1 body.
 fn payment_required(answer: &Answer) -> Result<PaymentRequired, &'static str> {
+    // Two PAYMENT-REQUIRED headers are two offers readers would pick between differently.
+    if answer.repeated(wire::HEADER_PAYMENT_REQUIRED) {
+        return Err("X402_HEADER_REPEATED");
+    }
     wire::payment_required_from_http(answer.header(wire::HEADER_PAYMENT_REQUIRED), &answer.body)
         .map_err(|err| err.reason_code())
 }

@@ -501,6 +501,10 @@ pub const REASONS: &[(&str, &str)] = &[
         "The server reported that settlement failed; nothing moved by its account, and the authorization is recorded until it expires.",
     ),
     (
+        "X402_HEADER_REPEATED",
+        "The server sent an x402 header more than once; readers would disagree on which counts, so it is refused (a repeated settlement header leaves the outcome unknown).",
+    ),
+    (
         "X402_HEADER_EMPTY",
         "The x402 header is empty; the API or client is misconfigured.",
     ),

@@ -1,0 +1,206 @@
+//! x402 setup shared by the paid suites (the HTTP lane and MCP): where the gateway's payer key
+//! comes from, the `gateway.toml` text that turns the rail on and admits agents by token, a
+//! profile for paid routes, and `trustos payments`.
+//!
+//! The payer key is Hardhat account #0 (`TEST_PAYER_KEY` of
+//! `adapters/tests/support/reference.rs`), set only in the daemon's environment under
+//! [`KEY_ENV`]: the agent, the shim and the upstream never see it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::gateway::TIMEOUT;
+use crate::trustos_bin;
+
+/// The variable holding the gateway's payer key (only the daemon gets it).
+pub const KEY_ENV: &str = "TRUSTOS_TEST_X402_KEY";
+
+/// The CAIP-2 network every paid suite pays on (Base Sepolia).
+pub const NETWORK: &str = "eip155:84532";
+
+/// `[x402]` with the payer key read from [`KEY_ENV`], then `extra` (whole lines, e.g.
+/// `"answer_timeout_seconds = 3\n"`).
+pub fn x402_table(extra: &str) -> String {
+    format!("[x402]\nkey_env = \"{KEY_ENV}\"\n{extra}")
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::new(), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+}
+
+/// A `[[tokens]]` entry admitting `token` (stored as its SHA-256) as `tenant`/`agent`, limited
+/// to `servers` when given.
+pub fn token_entry(token: &str, tenant: &str, agent: &str, servers: Option<&[&str]>) -> String {
+    let mut entry = format!(
+        "\n[[tokens]]\ntoken_sha256 = \"sha256:{}\"\ntenant = {}\nagent = {}\n",
+        sha256_hex(token.as_bytes()),
+        quoted(tenant),
+        quoted(agent),
+    );
+    if let Some(servers) = servers {
+        let list: Vec<String> = servers.iter().map(|s| quoted(s)).collect();
+        let _ = writeln!(entry, "servers = [{}]", list.join(", "));
+    }
+    entry
+}
+
+/// A TOML basic string (JSON's escaping is valid TOML for it).
+fn quoted(text: &str) -> String {
+    Value::String(text.to_owned()).to_string()
+}
+
+/// One `[[routes]]` entry of a [`Profile`].
+#[derive(Clone, Debug)]
+pub struct Route {
+    id: String,
+    risk: String,
+    /// `http = { … }` or `mcp = { … }`.
+    selector: String,
+}
+
+impl Route {
+    /// An HTTP route: `method path` on `127.0.0.1` (every test API listens there).
+    pub fn http(id: &str, risk: &str, method: &str, path: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            risk: risk.to_owned(),
+            selector: format!(
+                "http = {{ host = \"127.0.0.1\", path = {}, methods = [{}] }}",
+                quoted(path),
+                quoted(method)
+            ),
+        }
+    }
+
+    /// An MCP route: `tool` of `server`.
+    pub fn mcp(id: &str, risk: &str, server: &str, tool: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            risk: risk.to_owned(),
+            selector: format!(
+                "mcp = {{ server = {}, tool = {} }}",
+                quoted(server),
+                quoted(tool)
+            ),
+        }
+    }
+}
+
+/// A profile for one agent buying from paid routes in USDC, every mode hard and unknown agents
+/// denied: what a user writes for an x402 API or tool. Change a field (struct update syntax)
+/// to try a policy edit.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// `[profile] name`.
+    pub name: String,
+    /// `[profile] description`.
+    pub description: String,
+    /// The one `[[subjects]]` entry: tenant and agent.
+    pub subject: (String, String),
+    /// The `[[routes]]`, in order.
+    pub routes: Vec<Route>,
+    /// `[[amounts]] min` for USDC, when set.
+    pub amount_min: Option<String>,
+    /// `[[amounts]] max` for USDC, in base units.
+    pub amount_max: String,
+    /// The id of the agent's daily USDC budget.
+    pub budget_id: String,
+    /// Its limit, in base units.
+    pub budget: String,
+    /// Lines under `[payees]` after `first_time = "allow"` (an allow or deny list).
+    pub payees: String,
+    /// Lines under `[networks]`.
+    pub networks: String,
+}
+
+impl Profile {
+    /// A profile named `name` for `tenant`/`agent` with `routes`: USDC up to `amount_max` a
+    /// payment and 1 USDC a day, any payee, Base Sepolia only.
+    pub fn new(name: &str, description: &str, subject: (&str, &str), routes: Vec<Route>) -> Self {
+        Self {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            subject: (subject.0.to_owned(), subject.1.to_owned()),
+            routes,
+            amount_min: None,
+            amount_max: "50000".to_owned(),
+            budget_id: "agent-daily".to_owned(),
+            budget: "1000000".to_owned(),
+            payees: String::new(),
+            networks: format!("allow = [\"{NETWORK}\"]"),
+        }
+    }
+
+    /// The profile's TOML.
+    pub fn toml(&self) -> String {
+        let mut toml = format!(
+            "[profile]\nname = {}\ndescription = {}\n\n\
+             [defaults]\nunknown_agent = \"deny\"\nmode = {{ low = \"hard\", high = \"hard\", paid = \"hard\" }}\n\n\
+             [[subjects]]\ntenant = {}\nagent = {}\n",
+            quoted(&self.name),
+            quoted(&self.description),
+            quoted(&self.subject.0),
+            quoted(&self.subject.1),
+        );
+        for route in &self.routes {
+            let _ = write!(
+                toml,
+                "\n[[routes]]\nid = {}\nrisk = {}\n{}\n",
+                quoted(&route.id),
+                quoted(&route.risk),
+                route.selector
+            );
+        }
+        toml.push_str("\n[[amounts]]\nasset = \"usdc\"\n");
+        if let Some(min) = &self.amount_min {
+            let _ = writeln!(toml, "min = {}", quoted(min));
+        }
+        let _ = write!(
+            toml,
+            "max = {}\n\n\
+             [[budgets]]\nid = {}\nscope = \"agent\"\nwindow = \"day\"\nasset = \"usdc\"\nlimit = {}\n\n\
+             [payees]\nfirst_time = \"allow\"\n{}\n\n\
+             [assets]\nallow = [\"usdc\"]\n\n\
+             [networks]\n{}\n",
+            quoted(&self.amount_max),
+            quoted(&self.budget_id),
+            quoted(&self.budget),
+            self.payees,
+            self.networks,
+        );
+        toml
+    }
+}
+
+/// `trustos payments --home HOME --json` (asks the running daemon): its exit code and the
+/// attempts it lists.
+///
+/// # Errors
+///
+/// When it cannot run, times out, or prints no JSON array.
+pub fn payments(home: &Path) -> Result<(i32, Vec<Value>), String> {
+    let mut cmd = Command::new(trustos_bin()?);
+    cmd.args(["payments", "--json", "--home"]).arg(home);
+    let out = crate::output_with_timeout(cmd, TIMEOUT)?;
+    let listed: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "trustos payments --json printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    match listed {
+        Value::Array(attempts) => Ok((out.status.code().unwrap_or(-1), attempts)),
+        other => Err(format!("trustos payments --json: not an array: {other}")),
+    }
+}
