@@ -683,18 +683,16 @@ impl Relay {
                 decision,
                 reasons,
             } => {
-                self.state().pending.remove(&id);
-                let text = message::result_response(
+                let tool = tool_name(&message);
+                self.answer_refusal(
                     &id,
-                    self.refusal_result(
-                        "refused",
-                        &tool_name(&message),
-                        decision_id.as_deref(),
-                        decision,
-                        &reasons,
-                    ),
-                );
-                self.deliver(Some(&id), text).await;
+                    "refused",
+                    &tool,
+                    decision_id.as_deref(),
+                    decision,
+                    &reasons,
+                )
+                .await;
             }
             Verdict::Hold {
                 decision_id,
@@ -703,20 +701,34 @@ impl Relay {
                 ..
             } => {
                 // A hold that resolves into another hold is a refusal (never forward).
-                self.state().pending.remove(&id);
-                let text = message::result_response(
+                let tool = tool_name(&message);
+                self.answer_refusal(
                     &id,
-                    self.refusal_result(
-                        "held",
-                        &tool_name(&message),
-                        Some(&decision_id),
-                        Some(decision),
-                        &reasons,
-                    ),
-                );
-                self.deliver(Some(&id), text).await;
+                    "held",
+                    &tool,
+                    Some(&decision_id),
+                    Some(decision),
+                    &reasons,
+                )
+                .await;
             }
         }
+    }
+
+    /// Ends a pending call with the tool error of [`Self::refusal_result`].
+    async fn answer_refusal(
+        &self,
+        id: &Id,
+        what: &str,
+        tool: &str,
+        decision_id: Option<&str>,
+        decision: Option<String>,
+        reasons: &[Reason],
+    ) {
+        self.state().pending.remove(id);
+        let result = self.refusal_result(what, tool, decision_id, decision, reasons);
+        let text = message::result_response(id, result);
+        self.deliver(Some(id), text).await;
     }
 
     /// The tool error an agent reads when a call is refused: every reason with its remediation,
@@ -1052,18 +1064,15 @@ impl Relay {
                 if !still_wanted {
                     return;
                 }
-                self.state().pending.remove(&id);
-                let text = message::result_response(
+                self.answer_refusal(
                     &id,
-                    self.refusal_result(
-                        "refused to pay for",
-                        &tool,
-                        decision_id.as_deref(),
-                        decision,
-                        &reasons,
-                    ),
-                );
-                self.deliver(Some(&id), text).await;
+                    "refused to pay for",
+                    &tool,
+                    decision_id.as_deref(),
+                    decision,
+                    &reasons,
+                )
+                .await;
             }
         }
     }
