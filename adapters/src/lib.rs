@@ -9,6 +9,7 @@
 //! [`ledger::MemoryLedger`] in tests) holds one attempt record per decision, written before
 //! anything leaves the gateway, and the replay set of signed authorizations.
 
+pub mod circle;
 pub mod ledger;
 pub mod x402;
 
