@@ -12,10 +12,13 @@
 //! - [`amount`]: exact conversion between integer base units and Circle's decimal amount strings.
 //! - [`state`]: Circle's transaction states, which are final, which moved money, and the
 //!   monotone order that keeps a late webhook from moving a transaction backwards.
+//! - [`client`]: the W3S HTTP client (hyper + rustls): the entity public key, transfers with a
+//!   deterministic idempotency key and a fresh ciphertext per attempt, retries of transport
+//!   errors, timeouts and `5xx`, and transaction look-ups by id and by `refId`.
 //!
-//! Still to come, with the Circle issue: the HTTP client (wallets, transfers, the entity and
-//! notification public keys), an emulator of the W3S API for tests, and the adapter that ties
-//! these to verified decisions through the [`crate::Adapter`] contract.
+//! Still to come, with the Circle issue: wallet and notification-public-key calls in the client,
+//! and the adapter that ties these to verified decisions through the [`crate::Adapter`] contract.
+//! (An emulator of the W3S API for tests lives in `tests/support/circle_emulator.rs`.)
 //!
 //! Reason codes of this rail start with `CIRCLE_`; each module lists its own with
 //! `all_reason_codes()`.
@@ -30,6 +33,7 @@
 
 pub mod amount;
 pub mod ciphertext;
+pub mod client;
 pub mod secrets;
 pub mod state;
 pub mod webhook;
