@@ -110,6 +110,14 @@ pub enum AdapterError {
     /// The ledger failed: nothing was authorized.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The rail refused or failed, with the rail's own stable code (`CIRCLE_OUTCOME_UNKNOWN`…).
+    #[error("{code}: {message}")]
+    Rail {
+        /// The rail's reason code.
+        code: &'static str,
+        /// What happened (never a secret).
+        message: String,
+    },
     /// Anything else that stops a payment (canonicalization, clock range).
     #[error("{0}")]
     Internal(String),
@@ -130,6 +138,7 @@ impl AdapterError {
             Self::Wire(err) => err.reason_code(),
             Self::Evm(err) => err.reason_code(),
             Self::Ledger(_) => "PAYMENT_LEDGER_UNAVAILABLE",
+            Self::Rail { code, .. } => code,
             Self::Internal(_) => "PAYMENT_INTERNAL",
         }
     }

@@ -15,9 +15,12 @@
 //! - [`client`]: the W3S HTTP client (hyper + rustls): the entity public key, transfers with a
 //!   deterministic idempotency key and a fresh ciphertext per attempt, retries of transport
 //!   errors, timeouts and `5xx`, and transaction look-ups by id and by `refId`.
+//! - [`adapter`]: [`adapter::CircleAdapter`], the [`crate::Adapter`] of this rail: direct
+//!   transfers from a developer-controlled wallet, only for a verified decision binding exactly
+//!   the transfer, recorded before Circle is called, once per decision, reconciled by `refId`.
 //!
 //! Still to come, with the Circle issue: wallet and notification-public-key calls in the client,
-//! and the adapter that ties these to verified decisions through the [`crate::Adapter`] contract.
+//! and webhook-driven settlement reports.
 //! (An emulator of the W3S API for tests lives in `tests/support/circle_emulator.rs`.)
 //!
 //! Reason codes of this rail start with `CIRCLE_`; each module lists its own with
@@ -31,6 +34,7 @@
 //! <https://developers.circle.com/api-reference/wallets/common/get-notification-signature>,
 //! <https://developers.circle.com/api-reference/wallets/transaction-states-and-errors>.
 
+pub mod adapter;
 pub mod amount;
 pub mod ciphertext;
 pub mod client;
