@@ -217,3 +217,37 @@ pub fn check_bound(
     }
     Ok(())
 }
+
+/// Records a rail's report on the attempt of `decision_id`: the one `report` of every adapter.
+/// Settled and failed are final: a later, different word does not undo them.
+pub async fn record_report(
+    ledger: &dyn PaymentLedger,
+    rail: &str,
+    decision_id: &str,
+    report: &SettlementReport,
+) -> Result<AttemptRecord, AdapterError> {
+    let mut record = ledger
+        .load_attempt(rail, decision_id)
+        .await?
+        .ok_or_else(|| AdapterError::Internal(format!("no attempt for {decision_id}")))?;
+    if matches!(record.state, AttemptState::Settled | AttemptState::Failed) {
+        return Ok(record);
+    }
+    match report {
+        SettlementReport::Settled { reference, .. } => {
+            record.state = AttemptState::Settled;
+            record.reference = Some(reference.clone());
+            record.detail = None;
+        }
+        SettlementReport::Failed { reason } => {
+            record.state = AttemptState::Failed;
+            record.detail = Some(reason.clone());
+        }
+        SettlementReport::Unknown { detail } => {
+            record.state = AttemptState::Unknown;
+            record.detail = Some(detail.clone());
+        }
+    }
+    ledger.update_attempt(&record).await?;
+    Ok(record)
+}

@@ -59,7 +59,9 @@ use super::client::{
 };
 use super::state::TransactionState;
 use crate::ledger::{AttemptClaim, AttemptRecord, AttemptState, PaymentLedger};
-use crate::{Adapter, AdapterError, Allowances, Reconciliation, SettlementReport, check_bound};
+use crate::{
+    Adapter, AdapterError, Allowances, Reconciliation, SettlementReport, check_bound, record_report,
+};
 
 /// The rail name in receipts and ledger records.
 pub const RAIL: &str = "circle";
@@ -564,31 +566,7 @@ impl Adapter for CircleAdapter {
         decision_id: &str,
         report: &SettlementReport,
     ) -> Result<AttemptRecord, AdapterError> {
-        let mut record = ledger
-            .load_attempt(RAIL, decision_id)
-            .await?
-            .ok_or_else(|| AdapterError::Internal(format!("no attempt for {decision_id}")))?;
-        // Settled and failed are final: a later, different word does not undo them.
-        if matches!(record.state, AttemptState::Settled | AttemptState::Failed) {
-            return Ok(record);
-        }
-        match report {
-            SettlementReport::Settled { reference, .. } => {
-                record.state = AttemptState::Settled;
-                record.reference = Some(reference.clone());
-                record.detail = None;
-            }
-            SettlementReport::Failed { reason } => {
-                record.state = AttemptState::Failed;
-                record.detail = Some(reason.clone());
-            }
-            SettlementReport::Unknown { detail } => {
-                record.state = AttemptState::Unknown;
-                record.detail = Some(detail.clone());
-            }
-        }
-        ledger.update_attempt(&record).await?;
-        Ok(record)
+        record_report(ledger, RAIL, decision_id, report).await
     }
 
     async fn reconcile(
