@@ -11,6 +11,8 @@
 
 pub mod circle;
 pub mod ledger;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod x402;
 
 use trustos_kernel::objects::{PaymentTerms, RequestFingerprint};

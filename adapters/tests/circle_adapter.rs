@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/circle_emulator.rs"]
-mod circle_emulator;
 #[path = "support/decisions.rs"]
 mod decisions;
 
@@ -14,7 +12,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use circle_emulator::{CircleEmulator, EmulatorConfig, Fault};
 use decisions::{Decider, after, now};
 use trustos_adapters::circle::adapter::{
     CircleAdapter, CircleToken, CircleTransferIntent, RAIL, RESUBMIT_HORIZON_SECONDS,
@@ -22,6 +19,7 @@ use trustos_adapters::circle::adapter::{
 use trustos_adapters::circle::client::{CircleClient, ClientOptions, idempotency_key_for};
 use trustos_adapters::circle::{ApiKey, EntitySecret, TransactionState};
 use trustos_adapters::ledger::MemoryLedger;
+use trustos_adapters::testkit::circle::{CircleEmulator, EmulatorConfig, Fault};
 use trustos_adapters::{
     Adapter, AdapterError, Allowances, AttemptState, PaymentLedger, Reconciliation,
 };
@@ -87,6 +85,7 @@ fn emulator() -> CircleEmulator {
         deny_destinations: HashSet::from([DENIED_DESTINATION.to_owned()]),
         ..EmulatorConfig::default()
     })
+    .expect("emulator starts")
 }
 
 #[test]

@@ -5,18 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/circle_emulator.rs"]
-mod circle_emulator;
-
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use circle_emulator::{CircleEmulator, EmulatorConfig, Fault};
 use trustos_adapters::circle::client::{
     CIRCLE_API_BASE_URL, CircleClient, CircleError, ClientOptions, FeeLevel, TransferRequest,
     idempotency_key_for,
 };
 use trustos_adapters::circle::{ApiKey, CircleEnvironment, EntitySecret, TransactionState};
+use trustos_adapters::testkit::circle::{CircleEmulator, EmulatorConfig, Fault};
 
 const WALLET: &str = "ce714f5b-0d8e-4062-9454-61aa1154869b";
 const TOKEN: &str = "7adb2b7d-c9cd-5164-b2d4-b73b088274dc";
@@ -94,7 +91,7 @@ fn assert_no_secrets(emulator: &CircleEmulator, error: &CircleError) {
 
 #[tokio::test]
 async fn a_transfer_is_created_and_completes() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     let client = client(&emulator);
     assert_eq!(client.environment(), CircleEnvironment::Testnet);
     assert_eq!(
@@ -164,7 +161,7 @@ async fn a_transfer_is_created_and_completes() {
 async fn every_attempt_carries_a_fresh_ciphertext() {
     // The emulator answers 156004 to a ciphertext it has seen: each of these calls, the
     // idempotent replays included, succeeds only with a new one.
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     let client = client(&emulator);
     let first = client.create_transfer(&transfer("a", 1)).await.unwrap();
     let second = client.create_transfer(&transfer("b", 2)).await.unwrap();
@@ -181,7 +178,7 @@ async fn every_attempt_carries_a_fresh_ciphertext() {
 
 #[tokio::test]
 async fn a_server_error_is_retried_with_the_same_key() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     let client = client(&emulator);
     emulator.set_fault(Fault::ServerError);
     emulator.set_fault(Fault::ServerError);
@@ -235,7 +232,7 @@ async fn a_server_error_is_retried_with_the_same_key() {
 
 #[tokio::test]
 async fn a_lost_answer_is_retried_and_returns_the_same_transaction() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     let client = client(&emulator);
     emulator.set_fault(Fault::TimeoutAfterCreate);
     let created = client
@@ -284,7 +281,7 @@ fn slow_retry_options() -> ClientOptions {
 
 #[tokio::test]
 async fn an_idempotency_conflict_is_not_retried() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     let client = client_with(&emulator, emulator.api_key(), slow_retry_options());
     client
         .create_transfer(&transfer("dec-conflict", 1_000))
@@ -305,7 +302,7 @@ async fn an_idempotency_conflict_is_not_retried() {
 
 #[tokio::test]
 async fn a_wrong_api_key_is_unauthorized() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     let client = client_with(&emulator, WRONG_KEY, slow_retry_options());
     let started = Instant::now();
     let errors = [
@@ -328,7 +325,7 @@ async fn a_wrong_api_key_is_unauthorized() {
 
 #[tokio::test]
 async fn a_silent_server_times_out_and_a_closed_port_is_a_transport_error() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     // Accepted by the kernel's backlog, never answered.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = CircleClient::new(
@@ -366,7 +363,7 @@ async fn a_silent_server_times_out_and_a_closed_port_is_a_transport_error() {
 
 #[test]
 fn construction_checks_the_url_and_the_environment() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     let build = |base_url: &str, options: ClientOptions| {
         CircleClient::new(
             base_url,

@@ -5,25 +5,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/circle_emulator.rs"]
-mod circle_emulator;
-
 use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use circle_emulator::{
-    CODE_CIPHERTEXT_INVALID, CODE_CIPHERTEXT_REUSED, CODE_IDEMPOTENCY_CONFLICT,
-    CODE_PARAMETER_INVALID, CircleEmulator, EmulatorConfig, Fault,
-};
 use serde_json::{Value, json};
 use trustos_adapters::circle::EntitySecret;
 use trustos_adapters::circle::TransactionState;
 use trustos_adapters::circle::ciphertext::entity_secret_ciphertext;
 use trustos_adapters::circle::webhook::{
     Delivery, NotificationDeduper, NotificationKey, verify_notification,
+};
+use trustos_adapters::testkit::circle::{
+    CODE_CIPHERTEXT_INVALID, CODE_CIPHERTEXT_REUSED, CODE_IDEMPOTENCY_CONFLICT,
+    CODE_PARAMETER_INVALID, CircleEmulator, EmulatorConfig, Fault,
 };
 
 const KEY_A: &str = "7d3a1f0e-2b4c-4d5e-8f60-718293a4b5c6";
@@ -153,7 +150,7 @@ fn webhook_listener() -> (String, mpsc::Receiver<Received>) {
 
 #[test]
 fn public_keys_and_authentication() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     let (status, body) = http(
         &emulator,
         "GET",
@@ -201,7 +198,7 @@ fn public_keys_and_authentication() {
 
 #[test]
 fn fresh_ciphertext_succeeds_and_reused_or_wrong_ones_are_refused() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     let ciphertext = fresh_ciphertext(&emulator);
     let path = "/v1/w3s/developer/transactions/transfer";
     let key = Some(emulator.api_key());
@@ -252,7 +249,7 @@ fn fresh_ciphertext_succeeds_and_reused_or_wrong_ones_are_refused() {
 
 #[test]
 fn idempotency_same_body_same_transaction_other_body_conflict() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     let (status, first) = post_transfer(&emulator, KEY_A, "2", DESTINATION).unwrap();
     assert_eq!(status, 201);
     // Same key and body, fresh ciphertext (as every request needs): the same transaction.
@@ -270,7 +267,7 @@ fn idempotency_same_body_same_transaction_other_body_conflict() {
 
 #[test]
 fn amounts_and_required_fields_are_validated() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     for amount in ["1.1234567", "-1", "0", "1e3", "", " 1", "1."] {
         let (status, body) = post_transfer(&emulator, KEY_A, amount, DESTINATION).unwrap();
         assert_eq!(
@@ -304,7 +301,7 @@ fn states_advance_to_complete_failed_or_denied() {
         deny_destinations: HashSet::from(["0xde11".to_owned()]),
         ..EmulatorConfig::default()
     };
-    let emulator = CircleEmulator::start(config);
+    let emulator = CircleEmulator::start(config).expect("emulator starts");
     let (_, ok) = post_transfer(&emulator, KEY_A, "1", DESTINATION).unwrap();
     let ok = ok["data"]["id"].as_str().unwrap().to_owned();
     let get = |id: &str| {
@@ -359,7 +356,8 @@ fn webhooks_verify_and_duplicates_are_detected() {
     let emulator = CircleEmulator::start(EmulatorConfig {
         webhook_url: Some(url),
         ..EmulatorConfig::default()
-    });
+    })
+    .expect("emulator starts");
     let key = NotificationKey::from_b64_der(emulator.notification_public_key_b64()).unwrap();
     let mut deduper = NotificationDeduper::new(64);
     let receive = || received.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -446,7 +444,7 @@ fn webhooks_verify_and_duplicates_are_detected() {
 
 #[test]
 fn timeout_after_create_leaves_a_transaction_the_client_never_heard_of() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     emulator.set_fault(Fault::TimeoutAfterCreate);
     assert!(post_transfer(&emulator, KEY_A, "4", DESTINATION).is_err());
     let transfers = emulator.transfers();
@@ -474,7 +472,7 @@ fn timeout_after_create_leaves_a_transaction_the_client_never_heard_of() {
 
 #[test]
 fn server_error_creates_nothing() {
-    let emulator = CircleEmulator::start(EmulatorConfig::default());
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).expect("emulator starts");
     emulator.set_fault(Fault::ServerError);
     let body = transfer_body(KEY_A, &fresh_ciphertext(&emulator), "4", DESTINATION);
     let path = "/v1/w3s/developer/transactions/transfer";

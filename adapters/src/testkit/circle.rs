@@ -2,8 +2,8 @@
 //! the Circle adapter uses, following Circle's documented contract, with injectable faults.
 //!
 //! It is an HTTP/1.1 server (hyper 1 on a current-thread tokio runtime in its own thread) on
-//! `127.0.0.1:0`, so it works from plain and from `#[tokio::test]` tests alike. Include it with
-//! `#[path = "support/circle_emulator.rs"] mod circle_emulator;`.
+//! `127.0.0.1:0`, so it works from plain and from `#[tokio::test]` tests alike, and from the
+//! `trustos adapters conformance` command (feature `testkit`).
 //!
 //! # Endpoints
 //!
@@ -81,16 +81,16 @@
 //! idempotent replay; the body of a `500`; the emulated transaction object carries only the
 //! fields listed in [`Transfer`]. `POST /v1/w3s/developer/sign/typedData` is not emulated.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::circle::TransactionState;
+use crate::circle::amount::from_decimal;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http_body_util::{BodyExt as _, Full};
@@ -103,8 +103,11 @@ use rsa::pkcs8::DecodePrivateKey as _;
 use rsa::{Oaep, PrivateKey};
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
-use trustos_adapters::circle::TransactionState;
-use trustos_adapters::circle::amount::from_decimal;
+
+/// The emulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("Circle emulator: {0}")]
+pub struct EmulatorError(String);
 
 /// Circle's code for an invalid request parameter (documented, HTTP 400).
 pub const CODE_PARAMETER_INVALID: i64 = 2;
@@ -122,9 +125,9 @@ pub const CODE_IDEMPOTENCY_CONFLICT: i64 = 409;
 pub const CODE_NOT_FOUND: i64 = 404;
 
 /// The test RSA private key whose public half is the entity public key.
-const RSA_PRIVATE_PEM: &str = include_str!("../vectors/circle/rsa4096-private.pem");
+const RSA_PRIVATE_PEM: &str = include_str!("../../tests/vectors/circle/rsa4096-private.pem");
 /// The entity public key served by `GET /v1/w3s/config/entity/publicKey`.
-const RSA_PUBLIC_PEM: &str = include_str!("../vectors/circle/rsa4096-public.pem");
+const RSA_PUBLIC_PEM: &str = include_str!("../../tests/vectors/circle/rsa4096-public.pem");
 /// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, 65-byte BIT STRING).
 const P256_SPKI_PREFIX: [u8; 26] = [
     0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
@@ -305,15 +308,15 @@ pub struct CircleEmulator {
 
 impl CircleEmulator {
     /// Starts the emulator on `127.0.0.1` on a free port.
-    pub fn start(config: EmulatorConfig) -> Self {
+    pub fn start(config: EmulatorConfig) -> Result<Self, EmulatorError> {
         let entity_secret = decode_hex(&config.entity_secret_hex);
-        assert_eq!(
-            entity_secret.len(),
-            32,
-            "entity secret must be 64 hex digits"
-        );
-        let rsa = PrivateKey::from_pkcs8_pem(RSA_PRIVATE_PEM).expect("test RSA key");
-        let signing_key = SigningKey::from_slice(&NOTIFICATION_SIGNING_SCALAR).expect("P-256 key");
+        if entity_secret.len() != 32 || config.entity_secret_hex.len() != 64 {
+            return Err(EmulatorError("entity secret must be 64 hex digits".into()));
+        }
+        let rsa = PrivateKey::from_pkcs8_pem(RSA_PRIVATE_PEM)
+            .map_err(|e| EmulatorError(format!("test RSA key: {e}")))?;
+        let signing_key = SigningKey::from_slice(&NOTIFICATION_SIGNING_SCALAR)
+            .map_err(|e| EmulatorError(format!("P-256 key: {e}")))?;
         let mut spki = P256_SPKI_PREFIX.to_vec();
         spki.extend_from_slice(signing_key.verifying_key().to_sec1_point(false).as_bytes());
         let seed = RandomState::new().build_hasher().finish();
@@ -342,20 +345,28 @@ impl CircleEmulator {
             outbox: Mutex::new(outbox),
         });
 
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| EmulatorError(format!("bind 127.0.0.1:0: {e}")))?;
         listener
             .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
+            .map_err(|e| EmulatorError(format!("nonblocking listener: {e}")))?;
+        let base_url = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map_err(|e| EmulatorError(format!("local address: {e}")))?
+        );
         let (shutdown, mut shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server_shared = Arc::clone(&shared);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| EmulatorError(format!("tokio runtime: {e}")))?;
         let server = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
                 loop {
                     tokio::select! {
                         _ = &mut shutdown_rx => break,
@@ -375,12 +386,12 @@ impl CircleEmulator {
                 }
             });
         });
-        Self {
+        Ok(Self {
             shared,
             base_url,
             shutdown: Some(shutdown),
             server: Some(server),
-        }
+        })
     }
 
     /// `http://127.0.0.1:<port>`, without a trailing slash.
@@ -415,23 +426,41 @@ impl CircleEmulator {
 
     /// Every transaction created so far, oldest first.
     pub fn transfers(&self) -> Vec<Transfer> {
-        self.shared.inner.lock().unwrap().transfers.clone()
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .transfers
+            .clone()
     }
 
     /// One transaction by id.
     pub fn transfer(&self, id: &str) -> Option<Transfer> {
-        let inner = self.shared.inner.lock().unwrap();
+        let inner = self
+            .shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         inner.transfers.iter().find(|t| t.id == id).cloned()
     }
 
     /// Every notification produced so far, in order.
     pub fn notifications(&self) -> Vec<SentNotification> {
-        self.shared.inner.lock().unwrap().notifications.clone()
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .notifications
+            .clone()
     }
 
     /// Injects a fault (see [`Fault`]).
     pub fn set_fault(&self, fault: Fault) {
-        let mut inner = self.shared.inner.lock().unwrap();
+        let mut inner = self
+            .shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match fault {
             Fault::TimeoutAfterCreate | Fault::ServerError => inner.request_faults.push_back(fault),
             Fault::DropWebhooks => inner.drop_webhooks = true,
@@ -441,7 +470,11 @@ impl CircleEmulator {
 
     /// Removes every pending and standing fault.
     pub fn clear_faults(&self) {
-        let mut inner = self.shared.inner.lock().unwrap();
+        let mut inner = self
+            .shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         inner.request_faults.clear();
         inner.drop_webhooks = false;
         inner.duplicate_webhooks = false;
@@ -449,7 +482,11 @@ impl CircleEmulator {
 
     /// Moves transaction `id` one state on; returns its state afterwards (`None` if unknown).
     pub fn advance(&self, id: &str) -> Option<TransactionState> {
-        let mut inner = self.shared.inner.lock().unwrap();
+        let mut inner = self
+            .shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let index = inner.transfers.iter().position(|t| t.id == id)?;
         step(&self.shared, &mut inner, index);
         Some(inner.transfers[index].state)
@@ -471,7 +508,11 @@ impl CircleEmulator {
 
     /// Moves every transaction that is not final one state on.
     pub fn tick(&self) {
-        let mut inner = self.shared.inner.lock().unwrap();
+        let mut inner = self
+            .shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for index in 0..inner.transfers.len() {
             step(&self.shared, &mut inner, index);
         }
@@ -484,7 +525,7 @@ impl CircleEmulator {
             .shared
             .outbox
             .lock()
-            .unwrap()
+            .unwrap_or_else(PoisonError::into_inner)
             .send(Outgoing::Flush(done));
         if sent.is_ok() {
             let _ = wait.recv_timeout(Duration::from_secs(5));
@@ -531,7 +572,8 @@ fn notify(shared: &Shared, inner: &mut Inner, index: usize) {
         "timestamp": rfc3339_now(),
         "version": 2,
     });
-    let body = serde_json::to_vec(&envelope).expect("JSON");
+    // A `Value` always serializes.
+    let body = serde_json::to_vec(&envelope).unwrap_or_default();
     let signature: Signature = shared.signing_key.sign(&body);
     let signature = STANDARD.encode(signature.to_der().as_bytes());
     let copies = match (inner.drop_webhooks, inner.duplicate_webhooks) {
@@ -549,13 +591,17 @@ fn notify(shared: &Shared, inner: &mut Inner, index: usize) {
     };
     inner.notifications.push(record);
     if let (Some(url), true) = (&shared.config.webhook_url, copies > 0) {
-        let _ = shared.outbox.lock().unwrap().send(Outgoing::Deliver {
-            url: url.clone(),
-            body,
-            signature,
-            key_id: shared.key_id.clone(),
-            copies,
-        });
+        let _ = shared
+            .outbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(Outgoing::Deliver {
+                url: url.clone(),
+                body,
+                signature,
+                key_id: shared.key_id.clone(),
+                copies,
+            });
     }
 }
 
@@ -638,12 +684,14 @@ async fn handle(
     match outcome {
         Outcome::Abort => Err(Abort),
         Outcome::Respond(status, value) => {
-            let bytes = serde_json::to_vec(&value).expect("JSON");
-            Ok(Response::builder()
-                .status(status)
-                .header(hyper::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(bytes)))
-                .expect("response"))
+            let bytes = serde_json::to_vec(&value).unwrap_or_default();
+            let mut response = Response::new(Full::new(Bytes::from(bytes)));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            Ok(response)
         }
     }
 }
@@ -660,7 +708,7 @@ fn route(shared: &Shared, method: &Method, path: &str, query: &str, body: &[u8])
             create_transfer(shared, body)
         }
         (&Method::GET, ["v1", "w3s", "transactions", id]) => {
-            let inner = shared.inner.lock().unwrap();
+            let inner = shared.inner.lock().unwrap_or_else(PoisonError::into_inner);
             match inner.transfers.iter().find(|t| t.id == *id) {
                 Some(transfer) => Outcome::Respond(
                     StatusCode::OK,
@@ -671,7 +719,7 @@ fn route(shared: &Shared, method: &Method, path: &str, query: &str, body: &[u8])
         }
         (&Method::GET, ["v1", "w3s", "transactions"]) => {
             let ref_id = query_param(query, "refId");
-            let inner = shared.inner.lock().unwrap();
+            let inner = shared.inner.lock().unwrap_or_else(PoisonError::into_inner);
             let transactions: Vec<Value> = inner
                 .transfers
                 .iter()
@@ -701,7 +749,7 @@ fn route(shared: &Shared, method: &Method, path: &str, query: &str, body: &[u8])
 
 /// `POST /v1/w3s/developer/transactions/transfer`.
 fn create_transfer(shared: &Shared, body: &[u8]) -> Outcome {
-    let mut inner = shared.inner.lock().unwrap();
+    let mut inner = shared.inner.lock().unwrap_or_else(PoisonError::into_inner);
     let fault = inner.request_faults.pop_front();
     if fault == Some(Fault::ServerError) {
         return error(
