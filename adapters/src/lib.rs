@@ -10,6 +10,8 @@
 //! anything leaves the gateway, and the replay set of signed authorizations.
 
 pub mod circle;
+#[cfg(feature = "testkit")]
+pub mod conformance;
 pub mod ledger;
 #[cfg(feature = "testkit")]
 pub mod testkit;

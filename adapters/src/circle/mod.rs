@@ -21,7 +21,7 @@
 //!
 //! Still to come, with the Circle issue: wallet and notification-public-key calls in the client,
 //! and webhook-driven settlement reports.
-//! (An emulator of the W3S API for tests lives in `tests/support/circle_emulator.rs`.)
+//! (An emulator of the W3S API for tests lives in `crate::testkit::circle`, feature `testkit`.)
 //!
 //! Reason codes of this rail start with `CIRCLE_`; each module lists its own with
 //! `all_reason_codes()`.
@@ -40,6 +40,7 @@ pub mod ciphertext;
 pub mod client;
 pub mod secrets;
 pub mod state;
+pub mod wallet_signer;
 pub mod webhook;
 
 pub use secrets::{ApiKey, CircleEnvironment, EntitySecret};

@@ -4,3 +4,4 @@
 //! Compiled only with the `testkit` feature; no payment path depends on it.
 
 pub mod circle;
+pub mod x402;

@@ -3,8 +3,10 @@
 
 pub mod adapter;
 pub mod assets;
+pub mod chain;
 pub mod evm;
 pub mod networks;
+pub mod signer;
 pub mod wire;
 
 pub use adapter::{RAIL, X402Adapter, X402Payment, X402Terms, report_of};

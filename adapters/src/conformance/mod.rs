@@ -1,0 +1,1 @@
+//! The adapter conformance suite (to be written).

@@ -1,0 +1,1 @@
+//! An emulated x402 facilitator and its chain (to be written).

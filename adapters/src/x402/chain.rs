@@ -1,0 +1,1 @@
+//! Reading the chain for x402 reconciliation (to be written).

@@ -1,0 +1,1 @@
+//! Who signs an x402 authorization (to be written).
