@@ -620,6 +620,30 @@ impl CircleClient {
         ];
         Err(error_from_answer(status, &bytes, &scrub))
     }
+
+    /// The notification public key `key_id` (`GET /v2/notifications/publicKey/{id}`), the key
+    /// that signs webhooks carrying `X-Circle-Key-Id: key_id`. Not cached here: the caller keeps
+    /// the keys it has fetched. An unknown id is Circle's `404` ([`CircleError::Api`]); an
+    /// answer whose algorithm is not `ECDSA_SHA_256` or whose key is not P-256 is
+    /// [`CircleError::ResponseMalformed`].
+    pub async fn notification_public_key(
+        &self,
+        key_id: &str,
+    ) -> Result<super::webhook::NotificationKey, CircleError> {
+        let body = self
+            .get_json(format!(
+                "/v2/notifications/publicKey/{}",
+                percent_encode(key_id)
+            ))
+            .await?;
+        let text = |name: &str| {
+            body.pointer(&format!("/data/{name}"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| malformed(&format!("no data.{name} string")))
+        };
+        super::webhook::NotificationKey::from_response(text("algorithm")?, text("publicKey")?)
+            .map_err(|error| malformed(&error.to_string()))
+    }
 }
 
 /// Checks and normalizes the base URL (no trailing slash).
