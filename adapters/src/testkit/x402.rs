@@ -532,7 +532,10 @@ fn tick(config: &EmulatorConfig, inner: &mut Inner) -> u64 {
     if now >= last.saturating_add(config.block_time_seconds.max(1)) {
         let number = inner.blocks.len();
         inner.blocks.push(Block {
-            hash: keccak256(format!("trustos-emulator/block/{}/{number}", config.chain_id)),
+            hash: keccak256(format!(
+                "trustos-emulator/block/{}/{number}",
+                config.chain_id
+            )),
             timestamp: now,
             transactions: Vec::new(),
         });
@@ -620,7 +623,10 @@ async fn handle(
                 _ => Ok(respond(StatusCode::OK, &rpc(&shared, &body))),
             }
         }
-        _ => Ok(respond(StatusCode::NOT_FOUND, &json!({"error": "not found"}))),
+        _ => Ok(respond(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not found"}),
+        )),
     }
 }
 
@@ -834,7 +840,9 @@ fn check(
         ));
     }
     if authorization.valid_after >= U256::from(now) {
-        return Err(Refusal("invalid_exact_evm_payload_authorization_valid_after"));
+        return Err(Refusal(
+            "invalid_exact_evm_payload_authorization_valid_after",
+        ));
     }
     if authorization.value != amount {
         return Err(Refusal(
@@ -888,7 +896,10 @@ fn execute(shared: &Shared, inner: &mut Inner, checked: &Checked, now: u64) -> S
     material.extend_from_slice(auth.nonce.as_slice());
     let tx_hash = keccak256(&material);
     inner.blocks.push(Block {
-        hash: keccak256(format!("trustos-emulator/block/{}/{number}", config.chain_id)),
+        hash: keccak256(format!(
+            "trustos-emulator/block/{}/{number}",
+            config.chain_id
+        )),
         timestamp,
         transactions: vec![tx_hash],
     });
@@ -990,7 +1001,11 @@ fn rpc(shared: &Shared, body: &[u8]) -> Value {
 }
 
 /// A block tag or number.
-fn block_param(inner: &Inner, tag: Option<&Value>, default_latest: bool) -> Result<u64, &'static str> {
+fn block_param(
+    inner: &Inner,
+    tag: Option<&Value>,
+    default_latest: bool,
+) -> Result<u64, &'static str> {
     let head = head_number(inner);
     match tag.map(|t| t.as_str()) {
         None => Ok(if default_latest { head } else { 0 }),
@@ -1043,9 +1058,7 @@ fn topic_matches(filter: &Value, topic: Option<&B256>) -> Result<bool, &'static 
         Value::Array(options) => {
             let mut any = options.is_empty();
             for option in options {
-                if option.is_null() {
-                    any = true;
-                } else if topic == Some(&parse(option)?) {
+                if option.is_null() || topic == Some(&parse(option)?) {
                     any = true;
                 }
             }
@@ -1100,7 +1113,10 @@ fn get_logs(inner: &Inner, filter: Option<&Value>) -> Result<Value, &'static str
         if log.block_number < from || log.block_number > to {
             continue;
         }
-        if addresses.as_ref().is_some_and(|a| !a.contains(&log.address)) {
+        if addresses
+            .as_ref()
+            .is_some_and(|a| !a.contains(&log.address))
+        {
             continue;
         }
         let mut matches = true;

@@ -562,7 +562,10 @@ fn invalid(reason: &str) -> ChainError {
     }
 }
 
-fn field<'a>(object: &'a serde_json::Map<String, Value>, key: &str) -> Result<&'a Value, ChainError> {
+fn field<'a>(
+    object: &'a serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<&'a Value, ChainError> {
     object
         .get(key)
         .ok_or_else(|| invalid(&format!("`{key}` is missing")))
@@ -632,6 +635,18 @@ fn recorded_authorization(record: &AttemptRecord) -> Result<RecordedAuthorizatio
     let nonce = word(&Value::String(nonce.to_owned()), "nonce")
         .map_err(|_| malformed_record("replay key nonce"))?;
 
+    let recorded = RecordedAuthorization {
+        network: network.to_owned(),
+        asset,
+        payer,
+        nonce,
+        valid_before: record.valid_before,
+    };
+    if record.authorization.is_empty() {
+        // No payload recorded (a remote signer was asked): the replay key alone names what the
+        // chain would show, whoever holds a signature.
+        return Ok(recorded);
+    }
     let payload: Value = serde_json::from_str(&record.authorization)
         .map_err(|_| malformed_record("the payment payload is not JSON"))?;
     let authorization = payload
@@ -654,13 +669,7 @@ fn recorded_authorization(record: &AttemptRecord) -> Result<RecordedAuthorizatio
             "the replay key and the signed authorization disagree",
         ));
     }
-    Ok(RecordedAuthorization {
-        network: network.to_owned(),
-        asset,
-        payer,
-        nonce,
-        valid_before,
-    })
+    Ok(recorded)
 }
 
 /// Reconciles the x402 attempt of `decision_id` against the chain (see the module docs).
