@@ -1,0 +1,1 @@
+//! The x402 rail in the conformance suite (waiting for the x402 emulator).
