@@ -82,7 +82,8 @@ pub const CODE_TRANSFER_REFUSED: &str = "CIRCLE_TRANSFER_REFUSED";
 /// Error-message code: reconciliation could not ask Circle; the record is unchanged.
 pub const CODE_LOOKUP_FAILED: &str = "CIRCLE_LOOKUP_FAILED";
 
-/// Every reason code of this adapter.
+/// Every reason code of this adapter, and of the Circle wallet as x402 payer
+/// ([`super::wallet_signer`]).
 pub fn all_reason_codes() -> &'static [&'static str] {
     &[
         "CIRCLE_SCHEME_NOT_ALLOWED",
@@ -100,6 +101,8 @@ pub fn all_reason_codes() -> &'static [&'static str] {
         CODE_OUTCOME_UNKNOWN,
         CODE_TRANSFER_REFUSED,
         CODE_LOOKUP_FAILED,
+        super::wallet_signer::CODE_SIGN_FAILED,
+        super::wallet_signer::CODE_SIGNATURE_INVALID,
     ]
 }
 
@@ -286,7 +289,17 @@ impl CircleAdapter {
     ) -> Result<TransferCreated, AdapterError> {
         match self.client.create_transfer(transfer).await {
             Ok(created) => {
-                apply_state(&mut record, created.state, None, &created.id);
+                // An idempotent replay can answer with a transaction that is already final:
+                // record it with its txHash, the reference reconciliation would find too.
+                let found = if created.state.is_final() {
+                    self.client.get_transaction(&created.id).await.ok()
+                } else {
+                    None
+                };
+                match found {
+                    Some(transaction) => record_transaction(&mut record, &transaction),
+                    None => apply_state(&mut record, created.state, None, &created.id),
+                }
                 ledger.update_attempt(&record).await?;
                 Ok(created)
             }

@@ -7,7 +7,8 @@
 //!   cached ([`CircleClient::entity_public_key`]);
 //! - `POST /v1/w3s/developer/transactions/transfer` ([`CircleClient::create_transfer`]);
 //! - `GET /v1/w3s/transactions/{id}` ([`CircleClient::get_transaction`]);
-//! - `GET /v1/w3s/transactions?refId=…` ([`CircleClient::find_by_ref_id`]).
+//! - `GET /v1/w3s/transactions?refId=…` ([`CircleClient::find_by_ref_id`]);
+//! - `POST /v1/w3s/developer/sign/typedData` ([`CircleClient::sign_typed_data`]).
 //!
 //! **Transport.** hyper 1 with hyper-util's pooled client, HTTP/1.1 only, TLS by rustls (ring
 //! provider) trusting the Mozilla roots of `webpki-roots` (the gateway's stack, see its
@@ -40,7 +41,8 @@
 //! <https://developers.circle.com/api-reference/wallets/developer-controlled-wallets/list-transactions>,
 //! <https://developers.circle.com/api-reference/idempotent-requests.md> (idempotency keys in
 //! UUID version 4 format), <https://developers.circle.com/wallets/error-codes>,
-//! <https://developers.circle.com/w3s/web3-services-api-client-keys-auth>.
+//! <https://developers.circle.com/w3s/web3-services-api-client-keys-auth>,
+//! <https://developers.circle.com/api-reference/wallets/developer-controlled-wallets/sign-typed-data>.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -482,6 +484,75 @@ impl CircleClient {
                 .await;
             match result {
                 Ok(value) => return parse_created(&value),
+                Err(error) if error.is_retryable() && attempt < self.options.max_retries => {
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Signs EIP-712 typed data with developer-controlled wallet `wallet_id`
+    /// (`POST /v1/w3s/developer/sign/typedData`) and answers Circle's signature, `0x` + hex.
+    ///
+    /// The body is `{"walletId", "data", "memo"?, "entitySecretCiphertext"}`, where `data` is the
+    /// typed data (`types`, `primaryType`, `domain`, `message`) as a JSON *string*, exactly
+    /// `typed_data_json`; the answer is `{"data":{"signature":"0x…"}}`. Only EVM wallets can sign
+    /// typed data. The answer is not checked here beyond its shape: a caller that pays with it
+    /// must recover the signer from the digest and compare it with the wallet's address
+    /// (`crate::circle::wallet_signer` does).
+    ///
+    /// Retries as [`Self::create_transfer`] does (transport errors, timeouts, `429`, `5xx`),
+    /// with a fresh entity secret ciphertext on every attempt. Signing moves nothing: a retry
+    /// whose first answer was lost at most makes Circle sign the same message again, and every
+    /// signature of one message authorizes the same single use of the same nonce.
+    ///
+    /// Sources: <https://developers.circle.com/api-reference/wallets/developer-controlled-wallets/sign-typed-data>,
+    /// <https://developers.circle.com/openapi/developer-controlled-wallets.yaml>
+    /// (`SignTypedDataRequest`, `SignatureResponse`).
+    pub async fn sign_typed_data(
+        &self,
+        wallet_id: &str,
+        typed_data_json: &str,
+        memo: Option<&str>,
+    ) -> Result<String, CircleError> {
+        let public_key = self.entity_public_key().await?;
+        let mut body = json!({
+            "walletId": wallet_id,
+            "data": typed_data_json,
+        });
+        if let (Some(memo), Some(object)) = (memo, body.as_object_mut()) {
+            object.insert("memo".into(), json!(memo));
+        }
+        let mut attempt = 0;
+        loop {
+            let ciphertext =
+                Zeroizing::new(entity_secret_ciphertext(&self.entity_secret, &public_key)?);
+            if let Some(object) = body.as_object_mut() {
+                object.insert("entitySecretCiphertext".into(), json!(ciphertext.as_str()));
+            }
+            let bytes =
+                Zeroizing::new(serde_json::to_vec(&body).map_err(|_| CircleError::Config {
+                    reason: "sign request not serializable".into(),
+                })?);
+            let result = self
+                .send(
+                    Method::POST,
+                    "/v1/w3s/developer/sign/typedData",
+                    Some(Bytes::copy_from_slice(&bytes)),
+                    &ciphertext,
+                )
+                .await;
+            match result {
+                Ok(value) => {
+                    return value
+                        .pointer("/data/signature")
+                        .and_then(Value::as_str)
+                        .filter(|signature| signature.starts_with("0x"))
+                        .map(str::to_owned)
+                        .ok_or_else(|| malformed("no data.signature 0x string"));
+                }
                 Err(error) if error.is_retryable() && attempt < self.options.max_retries => {
                     tokio::time::sleep(self.backoff(attempt)).await;
                     attempt += 1;

@@ -22,6 +22,13 @@
 //! - `GET /v1/w3s/transactions[?refId=…]` → `{"data":{"transactions":[…]}}`, newest first.
 //! - `GET /v2/notifications/publicKey/{id}` →
 //!   `{"data":{"id","algorithm":"ECDSA_SHA_256","publicKey","createDate"}}`.
+//! - `POST /v1/w3s/developer/sign/typedData` with `entitySecretCiphertext`, `walletId`, `data`
+//!   (the EIP-712 typed data as a JSON *string*: `types`, `primaryType`, `domain`, `message`) and
+//!   optional `memo` → `200 {"data":{"signature":"0x…"}}`: 65 bytes `r ‖ s ‖ v`, `v` ∈ {27, 28},
+//!   low `s`, made with the key of the wallet ([`EmulatorConfig::wallets`]; by default one
+//!   wallet, [`DEFAULT_WALLET_ID`], with the public Hardhat #0 key, see
+//!   [`CircleEmulator::default_wallet`]) over the EIP-712 digest. Every request is recorded
+//!   ([`CircleEmulator::typed_data_signatures`]).
 //!
 //! Errors are `{"code", "message"}` (Circle's general error format).
 //!
@@ -34,6 +41,14 @@
 //! - Idempotency: the request minus `entitySecretCiphertext` (which must differ on every try) is
 //!   the request's identity. The same `idempotencyKey` with the same identity returns the same
 //!   transaction (`200`, nothing new created); with another identity it is refused with `409`.
+//! - Signing typed data: the same ciphertext rules. `walletId` must name a configured wallet,
+//!   else `404` with [`CODE_NOT_FOUND`]. Only `primaryType` `TransferWithAuthorization`
+//!   (EIP-3009, exactly its six fields) under the four-field `EIP712Domain` (`name`, `version`,
+//!   `chainId`, `verifyingContract`, in that order) is supported; any other typed data, and a
+//!   `data` that is not a JSON string of an object, is refused with `400` and code
+//!   [`CODE_PARAMETER_INVALID`] (a documented limitation: Circle signs any EIP-712 data). The
+//!   digest is computed by the crate's EIP-712 code (`x402::evm`) and signed with the crate's
+//!   `EvmSigner`; nothing is created.
 //! - Transactions advance `INITIATED → QUEUED → SENT → CONFIRMED → COMPLETE` only when the test
 //!   says so ([`CircleEmulator::advance`], [`CircleEmulator::advance_to`],
 //!   [`CircleEmulator::tick`]): a destination in [`EmulatorConfig::fail_destinations`] goes
@@ -55,6 +70,12 @@
 //! - [`Fault::DropWebhooks`] and [`Fault::DuplicateWebhooks`] hold until
 //!   [`CircleEmulator::clear_faults`]: notifications are recorded and signed but not sent, or sent
 //!   twice (same bytes, same `notificationId`, as a redelivery is).
+//! - [`Fault::SignWithOtherKey`] holds until [`CircleEmulator::clear_faults`]: typed data is
+//!   signed with another key ([`OTHER_SIGNING_KEY_HEX`], Hardhat #1) than the wallet's, as a
+//!   wrong or tampered answer would be.
+//! - [`Fault::SignServerError`] is queued and applies to one later sign request: its ciphertext
+//!   is checked and spent, then it answers `500` (so a retry that reused the ciphertext would be
+//!   refused with 156004).
 //!
 //! # Sources and what is the emulator's own choice
 //!
@@ -79,7 +100,17 @@
 //! `409`), for a ciphertext that does not decrypt to the entity secret
 //! ([`CODE_CIPHERTEXT_INVALID`]), for an unknown resource; `200` (rather than `201`) for an
 //! idempotent replay; the body of a `500`; the emulated transaction object carries only the
-//! fields listed in [`Transfer`]. `POST /v1/w3s/developer/sign/typedData` is not emulated.
+//! fields listed in [`Transfer`].
+//!
+//! Signing typed data follows
+//! <https://developers.circle.com/api-reference/wallets/developer-controlled-wallets/sign-typed-data>
+//! (request `walletId` or `walletAddress` + `blockchain`, `data` as a string, `memo`,
+//! `entitySecretCiphertext`; answer `data.signature`). The emulator's own choices there: only
+//! `walletId` identifies a wallet (`walletAddress` + `blockchain` is refused with code `2`); an
+//! unknown wallet is `404` with [`CODE_NOT_FOUND`]; only EIP-3009 transfer authorizations are
+//! signed (above); `chainId` and the `uint256` values may be JSON numbers or decimal strings;
+//! `v` is 27/28 (Circle does not document which convention it answers); signatures are RFC 6979
+//! deterministic.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -91,6 +122,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::circle::TransactionState;
 use crate::circle::amount::from_decimal;
+use crate::x402::evm::{
+    self, Address, B256, EvmSigner, TRANSFER_WITH_AUTHORIZATION_TYPE, TokenDomain,
+    TransferAuthorization, U256,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http_body_util::{BodyExt as _, Full};
@@ -109,6 +144,13 @@ use sha2::{Digest as _, Sha256};
 #[error("Circle emulator: {0}")]
 pub struct EmulatorError(String);
 
+impl EmulatorError {
+    /// An error saying `what`.
+    pub fn new(what: impl Into<String>) -> Self {
+        Self(what.into())
+    }
+}
+
 /// Circle's code for an invalid request parameter (documented, HTTP 400).
 pub const CODE_PARAMETER_INVALID: i64 = 2;
 /// Circle's code for "something went wrong" (documented); used with HTTP 500.
@@ -123,6 +165,16 @@ pub const CODE_UNAUTHORIZED: i64 = 401;
 pub const CODE_IDEMPOTENCY_CONFLICT: i64 = 409;
 /// Emulator's code for an unknown transaction, key or path (HTTP 404).
 pub const CODE_NOT_FOUND: i64 = 404;
+
+/// Id of the default wallet of [`EmulatorConfig::default`].
+pub const DEFAULT_WALLET_ID: &str = "3f6b2c1e-8d4a-4f7b-9e2c-5a1d7c9b0e42";
+/// Key of the default wallet: the public Hardhat #0 key (address
+/// `0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266`; never fund it on a real chain).
+pub const DEFAULT_WALLET_KEY_HEX: &str =
+    "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+/// The key [`Fault::SignWithOtherKey`] signs with: the public Hardhat #1 key.
+pub const OTHER_SIGNING_KEY_HEX: &str =
+    "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
 /// The test RSA private key whose public half is the entity public key.
 const RSA_PRIVATE_PEM: &str = include_str!("../../tests/vectors/circle/rsa4096-private.pem");
@@ -152,6 +204,27 @@ pub struct EmulatorConfig {
     pub fail_destinations: HashSet<String>,
     /// Destinations whose transfers end `DENIED` (right after `INITIATED`).
     pub deny_destinations: HashSet<String>,
+    /// The developer-controlled EVM wallets that can sign typed data.
+    pub wallets: Vec<EmulatorWallet>,
+}
+
+/// A developer-controlled EVM wallet of the emulator: Circle's id and the secp256k1 key Circle
+/// would hold for it.
+#[derive(Clone)]
+pub struct EmulatorWallet {
+    /// The wallet id (`walletId`).
+    pub id: String,
+    /// The wallet's secp256k1 private key, 64 hex digits (test keys only).
+    pub private_key_hex: String,
+}
+
+impl std::fmt::Debug for EmulatorWallet {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("EmulatorWallet")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -164,6 +237,10 @@ impl Default for EmulatorConfig {
             webhook_url: None,
             fail_destinations: HashSet::new(),
             deny_destinations: HashSet::new(),
+            wallets: vec![EmulatorWallet {
+                id: DEFAULT_WALLET_ID.to_owned(),
+                private_key_hex: DEFAULT_WALLET_KEY_HEX.to_owned(),
+            }],
         }
     }
 }
@@ -179,6 +256,26 @@ pub enum Fault {
     DropWebhooks,
     /// Notifications are sent twice until [`CircleEmulator::clear_faults`].
     DuplicateWebhooks,
+    /// Typed data is signed with [`OTHER_SIGNING_KEY_HEX`] instead of the wallet's key until
+    /// [`CircleEmulator::clear_faults`].
+    SignWithOtherKey,
+    /// The next sign request spends its ciphertext, then gets `500` and signs nothing.
+    SignServerError,
+}
+
+/// A `POST /v1/w3s/developer/sign/typedData` request the emulator answered with a signature.
+#[derive(Clone, Debug)]
+pub struct TypedDataSignature {
+    /// The `walletId`.
+    pub wallet_id: String,
+    /// The EIP-712 digest signed.
+    pub digest: B256,
+    /// The signature answered (`0x` + 130 hex digits).
+    pub signature: String,
+    /// The request's `memo`, when given.
+    pub memo: Option<String>,
+    /// Whether [`Fault::SignWithOtherKey`] made another key sign.
+    pub other_key: bool,
 }
 
 /// A transaction the emulator created.
@@ -281,6 +378,9 @@ struct Inner {
     duplicate_webhooks: bool,
     notifications: Vec<SentNotification>,
     counter: u64,
+    sign_with_other_key: bool,
+    sign_faults: VecDeque<Fault>,
+    typed_data_signatures: Vec<TypedDataSignature>,
 }
 
 /// State shared between the test thread and the server.
@@ -296,6 +396,11 @@ struct Shared {
     seed: u64,
     inner: Mutex<Inner>,
     outbox: Mutex<mpsc::Sender<Outgoing>>,
+    wallets: Vec<(String, EvmSigner)>,
+    other_key: EvmSigner,
+    /// Longest random delay before answering a transfer request that created or found its
+    /// transaction (see [`CircleEmulator::set_answer_delay`]).
+    answer_delay: Mutex<Option<Duration>>,
 }
 
 /// The running emulator; stops when dropped.
@@ -319,6 +424,14 @@ impl CircleEmulator {
             .map_err(|e| EmulatorError(format!("P-256 key: {e}")))?;
         let mut spki = P256_SPKI_PREFIX.to_vec();
         spki.extend_from_slice(signing_key.verifying_key().to_sec1_point(false).as_bytes());
+        let mut wallets = Vec::with_capacity(config.wallets.len());
+        for wallet in &config.wallets {
+            let key = EvmSigner::from_hex(&wallet.private_key_hex)
+                .map_err(|e| EmulatorError(format!("key of wallet {}: {e}", wallet.id)))?;
+            wallets.push((wallet.id.clone(), key));
+        }
+        let other_key = EvmSigner::from_hex(OTHER_SIGNING_KEY_HEX)
+            .map_err(|e| EmulatorError(format!("other signing key: {e}")))?;
         let seed = RandomState::new().build_hasher().finish();
         let (outbox, outbox_rx) = mpsc::channel();
         std::thread::spawn(move || webhook_sender(outbox_rx));
@@ -341,8 +454,14 @@ impl CircleEmulator {
                 duplicate_webhooks: false,
                 notifications: Vec::new(),
                 counter: 0,
+                sign_with_other_key: false,
+                sign_faults: VecDeque::new(),
+                typed_data_signatures: Vec::new(),
             }),
             outbox: Mutex::new(outbox),
+            answer_delay: Mutex::new(None),
+            wallets,
+            other_key,
         });
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
@@ -424,6 +543,45 @@ impl CircleEmulator {
         &self.shared.public_key_b64
     }
 
+    /// Id and address of the first configured wallet ([`DEFAULT_WALLET_ID`] and Hardhat #0's
+    /// address with the default configuration); `None` when no wallet is configured.
+    pub fn default_wallet(&self) -> Option<(String, Address)> {
+        self.shared
+            .wallets
+            .first()
+            .map(|(id, key)| (id.clone(), key.address()))
+    }
+
+    /// The address of wallet `id`, when configured.
+    pub fn wallet_address(&self, id: &str) -> Option<Address> {
+        self.shared
+            .wallets
+            .iter()
+            .find(|(wallet, _)| wallet == id)
+            .map(|(_, key)| key.address())
+    }
+
+    /// Every typed-data signature answered so far, oldest first.
+    pub fn typed_data_signatures(&self) -> Vec<TypedDataSignature> {
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .typed_data_signatures
+            .clone()
+    }
+
+    /// How many entity secret ciphertexts were accepted and spent so far (every request that
+    /// passed the ciphertext check, whatever happened next).
+    pub fn spent_ciphertexts(&self) -> usize {
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .used_ciphertexts
+            .len()
+    }
+
     /// Every transaction created so far, oldest first.
     pub fn transfers(&self) -> Vec<Transfer> {
         self.shared
@@ -465,7 +623,20 @@ impl CircleEmulator {
             Fault::TimeoutAfterCreate | Fault::ServerError => inner.request_faults.push_back(fault),
             Fault::DropWebhooks => inner.drop_webhooks = true,
             Fault::DuplicateWebhooks => inner.duplicate_webhooks = true,
+            Fault::SignWithOtherKey => inner.sign_with_other_key = true,
+            Fault::SignServerError => inner.sign_faults.push_back(fault),
         }
+    }
+
+    /// Holds every later answer to a transfer request whose transaction exists (created or
+    /// found) for a random time up to `max` (`None`: answer at once). The transaction exists
+    /// while its answer is held: a client killed meanwhile never learns of it.
+    pub fn set_answer_delay(&self, max: Option<Duration>) {
+        *self
+            .shared
+            .answer_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = max;
     }
 
     /// Removes every pending and standing fault.
@@ -478,6 +649,8 @@ impl CircleEmulator {
         inner.request_faults.clear();
         inner.drop_webhooks = false;
         inner.duplicate_webhooks = false;
+        inner.sign_with_other_key = false;
+        inner.sign_faults.clear();
     }
 
     /// Moves transaction `id` one state on; returns its state afterwards (`None` if unknown).
@@ -681,6 +854,18 @@ async fn handle(
             "Malformed authorization. Are the credentials properly encoded?",
         )
     };
+    let delay = *shared
+        .answer_delay
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let (Some(max), Outcome::Respond(status, _)) = (delay, &outcome)
+        && method == Method::POST
+        && path.ends_with("/transactions/transfer")
+        && status.is_success()
+    {
+        let fraction = (RandomState::new().build_hasher().finish() % 1_000) as f64 / 1_000.0;
+        tokio::time::sleep(max.mul_f64(fraction)).await;
+    }
     match outcome {
         Outcome::Abort => Err(Abort),
         Outcome::Respond(status, value) => {
@@ -706,6 +891,9 @@ fn route(shared: &Shared, method: &Method, path: &str, query: &str, body: &[u8])
         ),
         (&Method::POST, ["v1", "w3s", "developer", "transactions", "transfer"]) => {
             create_transfer(shared, body)
+        }
+        (&Method::POST, ["v1", "w3s", "developer", "sign", "typedData"]) => {
+            sign_typed_data(shared, body)
         }
         (&Method::GET, ["v1", "w3s", "transactions", id]) => {
             let inner = shared.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -764,36 +952,8 @@ fn create_transfer(shared: &Shared, body: &[u8]) -> Outcome {
     };
 
     // The entity secret ciphertext: decrypts to the registered secret, never seen before.
-    let Some(Value::String(ciphertext)) = request.remove("entitySecretCiphertext") else {
-        return invalid("entitySecretCiphertext is required");
-    };
-    let decrypted = STANDARD
-        .decode(ciphertext.as_bytes())
-        .ok()
-        .and_then(|bytes| {
-            let plain = shared.rsa.decrypt(Oaep::<Sha256>::new(), &bytes).ok()?;
-            Some((bytes, plain))
-        });
-    let Some((ciphertext_bytes, plain)) = decrypted else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            CODE_CIPHERTEXT_INVALID,
-            "Invalid entity secret ciphertext",
-        );
-    };
-    if plain != shared.entity_secret {
-        return error(
-            StatusCode::BAD_REQUEST,
-            CODE_CIPHERTEXT_INVALID,
-            "The entity secret ciphertext does not match the registered entity secret",
-        );
-    }
-    if !inner.used_ciphertexts.insert(ciphertext_bytes) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            CODE_CIPHERTEXT_REUSED,
-            "The entity secret ciphertext has already been used; make a new one for every request",
-        );
+    if let Err(refusal) = spend_ciphertext(shared, &mut inner, &mut request) {
+        return refusal;
     }
 
     // Field validation.
@@ -905,6 +1065,232 @@ fn create_transfer(shared: &Shared, body: &[u8]) -> Outcome {
         StatusCode::CREATED,
         json!({"data": {"id": id, "state": "INITIATED"}}),
     )
+}
+
+/// Checks and spends the request's entity secret ciphertext (removed from `request`): it must
+/// decrypt to the registered entity secret and never have been seen before.
+fn spend_ciphertext(
+    shared: &Shared,
+    inner: &mut Inner,
+    request: &mut Map<String, Value>,
+) -> Result<(), Outcome> {
+    let Some(Value::String(ciphertext)) = request.remove("entitySecretCiphertext") else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            CODE_PARAMETER_INVALID,
+            "entitySecretCiphertext is required",
+        ));
+    };
+    let decrypted = STANDARD
+        .decode(ciphertext.as_bytes())
+        .ok()
+        .and_then(|bytes| {
+            let plain = shared.rsa.decrypt(Oaep::<Sha256>::new(), &bytes).ok()?;
+            Some((bytes, plain))
+        });
+    let Some((ciphertext_bytes, plain)) = decrypted else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            CODE_CIPHERTEXT_INVALID,
+            "Invalid entity secret ciphertext",
+        ));
+    };
+    if plain != shared.entity_secret {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            CODE_CIPHERTEXT_INVALID,
+            "The entity secret ciphertext does not match the registered entity secret",
+        ));
+    }
+    if !inner.used_ciphertexts.insert(ciphertext_bytes) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            CODE_CIPHERTEXT_REUSED,
+            "The entity secret ciphertext has already been used; make a new one for every request",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/w3s/developer/sign/typedData`.
+fn sign_typed_data(shared: &Shared, body: &[u8]) -> Outcome {
+    let mut inner = shared.inner.lock().unwrap_or_else(PoisonError::into_inner);
+    let invalid = |message: &str| error(StatusCode::BAD_REQUEST, CODE_PARAMETER_INVALID, message);
+    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
+        return invalid("Invalid Entity");
+    };
+    if let Err(refusal) = spend_ciphertext(shared, &mut inner, &mut request) {
+        return refusal;
+    }
+    if inner.sign_faults.pop_front() == Some(Fault::SignServerError) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            CODE_SOMETHING_WENT_WRONG,
+            "Something went wrong",
+        );
+    }
+    let Some(wallet_id) = request
+        .get("walletId")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+    else {
+        return invalid("walletId is required (walletAddress and blockchain are not emulated)");
+    };
+    let Some(Value::String(data)) = request.get("data") else {
+        return invalid("data must be a string holding the EIP-712 typed data");
+    };
+    let memo = match request.get("memo") {
+        None => None,
+        Some(Value::String(memo)) => Some(memo.clone()),
+        Some(_) => return invalid("memo must be a string"),
+    };
+    let Some(wallet_key) = shared
+        .wallets
+        .iter()
+        .find(|(id, _)| id == wallet_id)
+        .map(|(_, key)| key)
+    else {
+        return error(StatusCode::NOT_FOUND, CODE_NOT_FOUND, "Wallet not found");
+    };
+    let (domain, authorization) = match parse_transfer_typed_data(data) {
+        Ok(parsed) => parsed,
+        Err(reason) => return invalid(reason),
+    };
+    let digest = authorization.signing_digest(&domain);
+    let other_key = inner.sign_with_other_key;
+    let key = if other_key {
+        &shared.other_key
+    } else {
+        wallet_key
+    };
+    let signature = match key.sign_digest(&digest) {
+        Ok(signature) => evm::signature_hex(&signature),
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                CODE_SOMETHING_WENT_WRONG,
+                "Something went wrong",
+            );
+        }
+    };
+    inner.typed_data_signatures.push(TypedDataSignature {
+        wallet_id: wallet_id.to_owned(),
+        digest,
+        signature: signature.clone(),
+        memo,
+        other_key,
+    });
+    Outcome::Respond(StatusCode::OK, json!({"data": {"signature": signature}}))
+}
+
+/// The EIP-712 domain fields the emulator signs under, in order.
+const EIP712_DOMAIN_FIELDS: [(&str, &str); 4] = [
+    ("name", "string"),
+    ("version", "string"),
+    ("chainId", "uint256"),
+    ("verifyingContract", "address"),
+];
+
+/// Reads EIP-712 typed data of an EIP-3009 `TransferWithAuthorization` (see the module docs);
+/// the reason it is refused otherwise.
+fn parse_transfer_typed_data(
+    data: &str,
+) -> Result<(TokenDomain, TransferAuthorization), &'static str> {
+    let Ok(Value::Object(typed)) = serde_json::from_str::<Value>(data) else {
+        return Err("data is not a JSON object of EIP-712 typed data");
+    };
+    if typed.get("primaryType").and_then(Value::as_str) != Some("TransferWithAuthorization") {
+        return Err("the emulator signs only primaryType TransferWithAuthorization");
+    }
+    let types = typed
+        .get("types")
+        .and_then(Value::as_object)
+        .ok_or("types is required")?;
+    let fields = |name: &str| -> Option<Vec<(String, String)>> {
+        types
+            .get(name)?
+            .as_array()?
+            .iter()
+            .map(|field| {
+                Some((
+                    field.get("name")?.as_str()?.to_owned(),
+                    field.get("type")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    let domain_fields = fields("EIP712Domain").ok_or("types.EIP712Domain is required")?;
+    let expected_domain: Vec<(String, String)> = EIP712_DOMAIN_FIELDS
+        .iter()
+        .map(|(name, kind)| ((*name).to_owned(), (*kind).to_owned()))
+        .collect();
+    if domain_fields != expected_domain {
+        return Err(
+            "the emulator signs only under EIP712Domain(string name,string version,uint256 \
+             chainId,address verifyingContract)",
+        );
+    }
+    let message_fields =
+        fields("TransferWithAuthorization").ok_or("types.TransferWithAuthorization is required")?;
+    let encoded: Vec<String> = message_fields
+        .iter()
+        .map(|(name, kind)| format!("{kind} {name}"))
+        .collect();
+    if format!("TransferWithAuthorization({})", encoded.join(","))
+        != TRANSFER_WITH_AUTHORIZATION_TYPE
+    {
+        return Err("types.TransferWithAuthorization is not EIP-3009's");
+    }
+    if types.len() != 2 {
+        return Err("the emulator signs only EIP712Domain and TransferWithAuthorization types");
+    }
+    let domain = typed
+        .get("domain")
+        .and_then(Value::as_object)
+        .ok_or("domain is required")?;
+    let message = typed
+        .get("message")
+        .and_then(Value::as_object)
+        .ok_or("message is required")?;
+    let text = |object: &Map<String, Value>, name: &str| {
+        object.get(name).and_then(Value::as_str).map(str::to_owned)
+    };
+    let address = |object: &Map<String, Value>, name: &str| {
+        text(object, name).and_then(|value| evm::parse_address(&value).ok())
+    };
+    let uint = |object: &Map<String, Value>, name: &str| match object.get(name) {
+        Some(Value::Number(number)) => number.as_u64().map(U256::from),
+        Some(Value::String(digits))
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            U256::from_str_radix(digits, 10).ok()
+        }
+        _ => None,
+    };
+    let chain_id = uint(domain, "chainId")
+        .and_then(|id| u64::try_from(id).ok())
+        .ok_or("domain.chainId must be a uint256 that fits 64 bits")?;
+    let token_domain = TokenDomain {
+        name: text(domain, "name").ok_or("domain.name must be a string")?,
+        version: text(domain, "version").ok_or("domain.version must be a string")?,
+        chain_id,
+        verifying_contract: address(domain, "verifyingContract")
+            .ok_or("domain.verifyingContract must be an address")?,
+    };
+    let nonce = text(message, "nonce")
+        .filter(|nonce| nonce.len() == 66 && nonce.starts_with("0x"))
+        .and_then(|nonce| nonce.parse::<B256>().ok())
+        .ok_or("message.nonce must be 0x and 64 hexadecimal digits")?;
+    let authorization = TransferAuthorization {
+        from: address(message, "from").ok_or("message.from must be an address")?,
+        to: address(message, "to").ok_or("message.to must be an address")?,
+        value: uint(message, "value").ok_or("message.value must be a uint256")?,
+        valid_after: uint(message, "validAfter").ok_or("message.validAfter must be a uint256")?,
+        valid_before: uint(message, "validBefore")
+            .ok_or("message.validBefore must be a uint256")?,
+        nonce,
+    };
+    Ok((token_domain, authorization))
 }
 
 /// An error response in Circle's general format.

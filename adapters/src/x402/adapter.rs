@@ -11,6 +11,27 @@
 //! - `validAfter` is ten minutes before the decision was issued (clock skew, as the reference
 //!   client does) and `validBefore` is the decision's issue time plus the offer's
 //!   `maxTimeoutSeconds` (capped by the profile).
+//!
+//! Who signs is a [`PaymentSigner`]: the gateway's own key ([`X402Adapter::new`]) or a remote
+//! signer such as a Circle developer-controlled wallet ([`X402Adapter::with_signer`]). The
+//! payload is the same for the same payer key and decision, whoever signs.
+//!
+//! **When the attempt is recorded.** With the local key, the signature is made in memory and the
+//! attempt (with the whole payload) is recorded before the payload is returned: nothing exists
+//! outside the gateway before the record. A remote signer holds a signature as soon as it
+//! answers, so for it the attempt is recorded *before* the signer is asked, in state `unknown`
+//! with no payload (one record per decision: a concurrent or later authorization of the same
+//! decision finds it and never asks for a second signature). Then:
+//! - the signer answers a signature that checks → the record becomes `authorized` with the
+//!   payload (and the nonce is claimed in the replay set), as with the local key;
+//! - the signer fails or its answer is refused (wrong key, malformed, high `s`) → the record
+//!   becomes `failed`, with the signer's reason code in its detail: no payload left the gateway,
+//!   and the decision can never be used again;
+//! - the gateway stops in between → the record stays `unknown` without a payload;
+//!   [`Adapter::reconcile`] marks it `failed` (nothing was ever handed out, so there is nothing
+//!   to resubmit) and answers it as known.
+
+use std::sync::Arc;
 
 use alloy_primitives::{U256, keccak256};
 use serde_json::Value;
@@ -25,6 +46,7 @@ use super::evm::{
     parse_address,
 };
 use super::networks;
+use super::signer::PaymentSigner;
 use super::wire::{
     self, ExactEvmAuthorization, ExactEvmPayload, PaymentIdentifierSupport, PaymentRequired,
     Requirement, X402Version,
@@ -40,9 +62,9 @@ pub const RAIL: &str = "x402";
 /// How long before the decision an authorization is already valid (clock skew).
 const VALID_AFTER_SKEW_SECONDS: u64 = 600;
 
-/// The x402 adapter: the gateway's payer key and the assets it may pay in.
+/// The x402 adapter: the payer's signer and the assets it may pay in.
 pub struct X402Adapter {
-    signer: EvmSigner,
+    signer: Arc<dyn PaymentSigner>,
     assets: AssetRegistry,
 }
 
@@ -121,9 +143,20 @@ impl X402Payment {
 }
 
 impl X402Adapter {
-    /// An adapter paying from `signer`'s address in the `assets` it knows.
+    /// An adapter paying from the gateway's own key `signer` in the `assets` it knows.
     pub fn new(signer: EvmSigner, assets: AssetRegistry) -> Self {
+        Self::with_signer(Arc::new(signer), assets)
+    }
+
+    /// An adapter paying from `signer`'s address (any [`PaymentSigner`], e.g. a Circle
+    /// developer-controlled wallet) in the `assets` it knows.
+    pub fn with_signer(signer: Arc<dyn PaymentSigner>, assets: AssetRegistry) -> Self {
         Self { signer, assets }
+    }
+
+    /// The kind of signer payments are signed by (`local-key`, `circle-wallet`).
+    pub fn signer_kind(&self) -> &'static str {
+        self.signer.kind()
     }
 
     /// The address payments come from.
@@ -325,34 +358,12 @@ impl Adapter for X402Adapter {
             chain_id,
             verifying_contract: asset.address,
         };
-        let signature = self.signer.sign_transfer(&domain, &authorization)?;
-        let payload = ExactEvmPayload {
-            signature: evm::signature_hex(&signature),
-            authorization: ExactEvmAuthorization {
-                from: checksum(&authorization.from),
-                to: checksum(&authorization.to),
-                value: authorization.value.to_string(),
-                valid_after: authorization.valid_after.to_string(),
-                valid_before: authorization.valid_before.to_string(),
-                nonce: nonce.to_string(),
-            },
-        };
         let payment_id = match terms.required.payment_identifier() {
             PaymentIdentifierSupport::NotOffered => None,
             PaymentIdentifierSupport::Optional | PaymentIdentifierSupport::Required => {
                 Some(Self::payment_id(decision_id))
             }
         };
-        // Echo the server's extensions, with our id where it supports payment-identifier.
-        let extensions = terms.required.extensions_echo(payment_id.as_deref())?;
-        let payload_json = wire::payment_payload_json(
-            &terms.required,
-            terms.requirement(),
-            &payload,
-            extensions.as_ref(),
-        )?;
-
-        // Durable before the signature leaves: one attempt per decision, one use per nonce.
         let replay_key = self.replay_key(terms, &nonce);
         let mut record = AttemptRecord {
             rail: RAIL.to_owned(),
@@ -363,36 +374,74 @@ impl Adapter for X402Adapter {
                 .unwrap_or_else(|| Self::payment_id(decision_id)),
             replay_key: replay_key.clone(),
             valid_before,
-            authorization: payload_json.clone(),
+            authorization: String::new(),
             reference: None,
             detail: None,
         };
-        // Both writes are submitted together so the store's group commit makes them durable in
-        // one sync. Safe in either order: the nonce belongs to this decision alone, so an
-        // earlier attempt of the same decision already holds it, and a claim made by a refused
-        // duplicate blocks nothing else.
-        let (created, claimed) = tokio::join!(
-            ledger.create_attempt(&record),
-            ledger.claim_replay_key(RAIL, &replay_key, valid_before, now)
-        );
-        if let AttemptClaim::Existing(existing) = created? {
+
+        if !self.signer.is_remote() {
+            // In memory: nothing exists outside the gateway until the record below is durable.
+            let signature = self.signer.sign_transfer(&domain, &authorization).await?;
+            record.authorization =
+                payload_json(terms, &authorization, &signature, payment_id.as_deref())?;
+            // Durable before the signature leaves: one attempt per decision, one use per nonce.
+            // Both writes are submitted together so the store's group commit makes them durable
+            // in one sync. Safe in either order: the nonce belongs to this decision alone, so an
+            // earlier attempt of the same decision already holds it, and a claim made by a
+            // refused duplicate blocks nothing else.
+            let (created, claimed) = tokio::join!(
+                ledger.create_attempt(&record),
+                ledger.claim_replay_key(RAIL, &replay_key, valid_before, now)
+            );
+            if let AttemptClaim::Existing(existing) = created? {
+                return Err(AdapterError::AlreadyAuthorized {
+                    decision_id: decision_id.to_owned(),
+                    state: existing.state.as_str(),
+                });
+            }
+            return finish(ledger, record, claimed?, terms, payment_id).await;
+        }
+
+        // A remote signer: a signature may exist outside the gateway as soon as it is asked, so
+        // the attempt is recorded first (see the module docs), without a payload.
+        record.state = AttemptState::Unknown;
+        record.detail = Some(format!(
+            "signature requested from the {} signer; no payload has left the gateway",
+            self.signer.kind()
+        ));
+        if let AttemptClaim::Existing(existing) = ledger.create_attempt(&record).await? {
             return Err(AdapterError::AlreadyAuthorized {
                 decision_id: decision_id.to_owned(),
                 state: existing.state.as_str(),
             });
         }
-        if !claimed? {
-            record.state = AttemptState::Failed;
-            record.detail = Some("refused: the replay set already holds this nonce".to_owned());
-            ledger.update_attempt(&record).await?;
-            return Err(AdapterError::Replay);
-        }
-        Ok(X402Payment {
-            version: terms.required.version,
-            payload_json,
-            payment_id,
-            valid_before,
-        })
+        let signed = match self.signer.sign_transfer(&domain, &authorization).await {
+            Ok(signature) => payload_json(terms, &authorization, &signature, payment_id.as_deref()),
+            Err(error) => Err(error),
+        };
+        let payload = match signed {
+            Ok(payload) => payload,
+            Err(error) => {
+                record.state = AttemptState::Failed;
+                record.detail = Some(format!(
+                    "refused before anything was sent: the {} signer failed ({}); no payload \
+                     left the gateway",
+                    self.signer.kind(),
+                    error.reason_code()
+                ));
+                ledger.update_attempt(&record).await?;
+                return Err(error);
+            }
+        };
+        record.state = AttemptState::Authorized;
+        record.detail = None;
+        record.authorization = payload;
+        let (updated, claimed) = tokio::join!(
+            ledger.update_attempt(&record),
+            ledger.claim_replay_key(RAIL, &replay_key, valid_before, now)
+        );
+        updated?;
+        finish(ledger, record, claimed?, terms, payment_id).await
     }
 
     async fn report(
@@ -410,9 +459,25 @@ impl Adapter for X402Adapter {
         decision_id: &str,
         now: Timestamp,
     ) -> Result<Reconciliation, AdapterError> {
-        let Some(record) = ledger.load_attempt(RAIL, decision_id).await? else {
+        let Some(mut record) = ledger.load_attempt(RAIL, decision_id).await? else {
             return Ok(Reconciliation::NoAttempt);
         };
+        let pending = matches!(
+            record.state,
+            AttemptState::Authorized | AttemptState::Unknown
+        );
+        if pending && record.authorization.is_empty() {
+            // A remote signer was asked and the gateway stopped before the payload was recorded:
+            // nothing was ever handed out, so nothing can be resubmitted or settle.
+            record.state = AttemptState::Failed;
+            record.detail = Some(
+                "signing did not complete before the gateway stopped; no payload left the \
+                 gateway"
+                    .to_owned(),
+            );
+            ledger.update_attempt(&record).await?;
+            return Ok(Reconciliation::Known(record));
+        }
         Ok(match record.state {
             AttemptState::Settled | AttemptState::Failed => Reconciliation::Known(record),
             AttemptState::Authorized | AttemptState::Unknown => {
@@ -424,6 +489,58 @@ impl Adapter for X402Adapter {
             }
         })
     }
+}
+
+/// The PaymentPayload JSON of `authorization` signed with `signature`, answering the chosen
+/// offer of `terms` (the server's extensions echoed, with `payment_id` where supported).
+fn payload_json(
+    terms: &X402Terms,
+    authorization: &TransferAuthorization,
+    signature: &[u8; 65],
+    payment_id: Option<&str>,
+) -> Result<String, AdapterError> {
+    let payload = ExactEvmPayload {
+        signature: evm::signature_hex(signature),
+        authorization: ExactEvmAuthorization {
+            from: checksum(&authorization.from),
+            to: checksum(&authorization.to),
+            value: authorization.value.to_string(),
+            valid_after: authorization.valid_after.to_string(),
+            valid_before: authorization.valid_before.to_string(),
+            nonce: authorization.nonce.to_string(),
+        },
+    };
+    // Echo the server's extensions, with our id where it supports payment-identifier.
+    let extensions = terms.required.extensions_echo(payment_id)?;
+    Ok(wire::payment_payload_json(
+        &terms.required,
+        terms.requirement(),
+        &payload,
+        extensions.as_ref(),
+    )?)
+}
+
+/// The end of an authorization whose attempt is recorded with its payload: refused as a replay
+/// (and the attempt failed) when the replay set already held the nonce, else the payment.
+async fn finish(
+    ledger: &dyn PaymentLedger,
+    mut record: AttemptRecord,
+    claimed: bool,
+    terms: &X402Terms,
+    payment_id: Option<String>,
+) -> Result<X402Payment, AdapterError> {
+    if !claimed {
+        record.state = AttemptState::Failed;
+        record.detail = Some("refused: the replay set already holds this nonce".to_owned());
+        ledger.update_attempt(&record).await?;
+        return Err(AdapterError::Replay);
+    }
+    Ok(X402Payment {
+        version: terms.required.version,
+        payload_json: record.authorization,
+        payment_id,
+        valid_before: record.valid_before,
+    })
 }
 
 /// The settlement report of an HTTP or MCP answer to a paid retry.
