@@ -137,12 +137,15 @@ impl Rail for CircleRail {
         }
     }
 
-    fn payment_request(&self, case: &PaymentCase) -> CircleTransferIntent {
-        Self::intent(case, DESTINATION)
+    fn payment_request(&self, case: &PaymentCase) -> Result<CircleTransferIntent, AdapterError> {
+        Ok(Self::intent(case, DESTINATION))
     }
 
-    fn other_payee_request(&self, case: &PaymentCase) -> CircleTransferIntent {
-        Self::intent(case, OTHER_DESTINATION)
+    fn other_payee_request(
+        &self,
+        case: &PaymentCase,
+    ) -> Result<CircleTransferIntent, AdapterError> {
+        Ok(Self::intent(case, OTHER_DESTINATION))
     }
 
     async fn execute(&self, _decision_id: &str, created: TransferCreated) -> SettlementReport {
@@ -252,11 +255,14 @@ impl Rail for CircleUnderTest {
         self.rail.allowances()
     }
 
-    fn payment_request(&self, case: &PaymentCase) -> CircleTransferIntent {
+    fn payment_request(&self, case: &PaymentCase) -> Result<CircleTransferIntent, AdapterError> {
         self.rail.payment_request(case)
     }
 
-    fn other_payee_request(&self, case: &PaymentCase) -> CircleTransferIntent {
+    fn other_payee_request(
+        &self,
+        case: &PaymentCase,
+    ) -> Result<CircleTransferIntent, AdapterError> {
         self.rail.other_payee_request(case)
     }
 

@@ -140,11 +140,17 @@ pub trait Rail: Send + Sync + 'static {
     fn allowances(&self) -> Allowances;
 
     /// The rail's payment request for `case` (deterministic: a restarted process rebuilds it).
-    fn payment_request(&self, case: &PaymentCase) -> <Self::A as Adapter>::Request;
+    fn payment_request(
+        &self,
+        case: &PaymentCase,
+    ) -> Result<<Self::A as Adapter>::Request, AdapterError>;
 
     /// `case`'s request with one bound term changed (another payee): terms a decision for
     /// `case` must not cover.
-    fn other_payee_request(&self, case: &PaymentCase) -> <Self::A as Adapter>::Request;
+    fn other_payee_request(
+        &self,
+        case: &PaymentCase,
+    ) -> Result<<Self::A as Adapter>::Request, AdapterError>;
 
     /// Takes `authorization` to the rail and waits for the outcome, as the gateway would.
     async fn execute(
@@ -334,7 +340,7 @@ pub async fn pay_once<R: Rail + ?Sized>(
     case: &PaymentCase,
 ) -> Result<AttemptRecord, AdapterError> {
     let adapter = rail.adapter();
-    let terms = adapter.prepare(&rail.payment_request(case), &rail.allowances())?;
+    let terms = adapter.prepare(&rail.payment_request(case)?, &rail.allowances())?;
     let decision = allow(gate, adapter, &terms, case)?;
     let authorization = adapter
         .authorize(ledger, &decision, &case.request()?, &terms, now()?)
@@ -396,7 +402,10 @@ async fn decision_required<R: RailUnderTest>(
     let before = rail.movements().len();
     let case = PaymentCase::fresh("nodecision", 1_000).map_err(text)?;
     let terms = adapter
-        .prepare(&rail.payment_request(&case), &rail.allowances())
+        .prepare(
+            &rail.payment_request(&case).map_err(text)?,
+            &rail.allowances(),
+        )
         .map_err(text)?;
 
     // Signed by a key the gateway does not trust: the verifier gives no VerifiedDecision.
@@ -473,7 +482,7 @@ async fn terms_bound<R: RailUnderTest>(
     let case = PaymentCase::fresh("terms", 1_000).map_err(text)?;
     let allowances = rail.allowances();
     let terms = adapter
-        .prepare(&rail.payment_request(&case), &allowances)
+        .prepare(&rail.payment_request(&case).map_err(text)?, &allowances)
         .map_err(text)?;
     let decision = allow(gate, adapter, &terms, &case).map_err(text)?;
     let request = case.request().map_err(text)?;
@@ -483,8 +492,11 @@ async fn terms_bound<R: RailUnderTest>(
         ..case.clone()
     };
     let variants = [
-        ("amount+1", rail.payment_request(&more)),
-        ("other payee", rail.other_payee_request(&case)),
+        ("amount+1", rail.payment_request(&more).map_err(text)?),
+        (
+            "other payee",
+            rail.other_payee_request(&case).map_err(text)?,
+        ),
     ];
     for (what, variant) in variants {
         let other = adapter.prepare(&variant, &allowances).map_err(text)?;
@@ -528,7 +540,10 @@ async fn concurrent_retries<R: RailUnderTest>(
     let case = PaymentCase::fresh("concurrent", 2_500).map_err(text)?;
     let terms = rail
         .adapter()
-        .prepare(&rail.payment_request(&case), &rail.allowances())
+        .prepare(
+            &rail.payment_request(&case).map_err(text)?,
+            &rail.allowances(),
+        )
         .map_err(text)?;
     let decision = Arc::new(allow(gate, rail.adapter(), &terms, &case).map_err(text)?);
     let terms = Arc::new(terms);
@@ -745,7 +760,10 @@ async fn unknown_not_repaid<R: RailUnderTest>(
         }
         // The agent retries the same decision: refused, nothing sent.
         let terms = adapter
-            .prepare(&rail.payment_request(&case), &rail.allowances())
+            .prepare(
+                &rail.payment_request(&case).map_err(text)?,
+                &rail.allowances(),
+            )
             .map_err(text)?;
         let decision = allow(gate, adapter, &terms, &case).map_err(text)?;
         let retry = adapter

@@ -77,7 +77,9 @@
 //! HTTP `400` for an unreadable body and `200` for every verdict (as the reference); JSON-RPC
 //! error codes (`-32700`, `-32600`, `-32601`, `-32602`, from the JSON-RPC 2.0 spec).
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher as _, Hasher as _};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -100,6 +102,13 @@ use crate::x402::wire::ExactEvmPayload;
 #[derive(Debug, thiserror::Error)]
 #[error("x402 emulator: {0}")]
 pub struct EmulatorError(String);
+
+impl EmulatorError {
+    /// An error saying `what`.
+    pub fn new(what: impl Into<String>) -> Self {
+        Self(what.into())
+    }
+}
 
 /// Seconds `validBefore` must lie ahead of now (the reference facilitator's margin).
 const VALID_BEFORE_MARGIN_SECONDS: u64 = 6;
@@ -231,6 +240,7 @@ struct Inner {
     settle_faults: VecDeque<Fault>,
     rpc_faults: VecDeque<Fault>,
     clock_offset: i64,
+    answer_delay: Option<Duration>,
 }
 
 struct Shared {
@@ -276,6 +286,7 @@ impl X402Emulator {
                 settle_faults: VecDeque::new(),
                 rpc_faults: VecDeque::new(),
                 clock_offset: 0,
+                answer_delay: None,
             }),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
@@ -340,6 +351,20 @@ impl X402Emulator {
     /// The CAIP-2 network served, `eip155:<chain id>`.
     pub fn network(&self) -> &str {
         &self.shared.network
+    }
+
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        let mut inner = self.shared.lock();
+        inner.settle_faults.clear();
+        inner.rpc_faults.clear();
+    }
+
+    /// Holds every later `/settle` answer, after the settlement is on chain, for a random time
+    /// up to `max` (`None`: answer at once): a resource server killed meanwhile never learns
+    /// that money moved.
+    pub fn set_answer_delay(&self, max: Option<Duration>) {
+        self.shared.lock().answer_delay = max;
     }
 
     /// Queues a fault (see [`Fault`]).
@@ -597,7 +622,16 @@ async fn handle(
                     tokio::time::sleep(delay).await;
                     Ok(facilitate(&shared, &body, true))
                 }
-                _ => Ok(facilitate(&shared, &body, true)),
+                _ => {
+                    let answer = facilitate(&shared, &body, true);
+                    let delay = shared.lock().answer_delay;
+                    if let Some(max) = delay {
+                        let fraction =
+                            (RandomState::new().build_hasher().finish() % 1_000) as f64 / 1_000.0;
+                        tokio::time::sleep(max.mul_f64(fraction)).await;
+                    }
+                    Ok(answer)
+                }
             }
         }
         (&Method::POST, "/rpc") => {
