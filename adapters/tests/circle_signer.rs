@@ -5,8 +5,11 @@
 //!   the same wallet signs for the same decision and terms, and the reference facilitator
 //!   accepts it;
 //! - a signature by another key (a wrong answer, or a wallet id of another address) is refused:
-//!   no payload, the attempt ends `failed`, and the decision never gets a second signature;
-//! - an unknown wallet id is a clear `CIRCLE_SIGN_FAILED`;
+//!   no payload, the attempt stays `unknown` without a payload (a valid signature may be in
+//!   other hands: only the chain can tell, and reconciliation says so), and the decision never
+//!   gets a second signature; so does a lost answer;
+//! - an unknown wallet id is a clear `CIRCLE_SIGN_FAILED`, and the attempt ends `failed`
+//!   (Circle refused before signing);
 //! - every sign request carries a fresh entity secret ciphertext, retries included (the
 //!   emulator refuses a reused one);
 //! - secrets never appear in errors or `Debug`.
@@ -25,8 +28,8 @@ use decisions::{Decider, now};
 use serde_json::{Value, json};
 use trustos_adapters::circle::client::{CircleClient, CircleError, ClientOptions};
 use trustos_adapters::circle::wallet_signer::{
-    CODE_SIGN_FAILED, CODE_SIGNATURE_INVALID, CircleWalletSigner, KIND_CIRCLE_WALLET,
-    transfer_typed_data,
+    CODE_SIGN_FAILED, CODE_SIGN_OUTCOME_UNKNOWN, CODE_SIGNATURE_INVALID, CircleWalletSigner,
+    KIND_CIRCLE_WALLET, transfer_typed_data,
 };
 use trustos_adapters::circle::{ApiKey, EntitySecret};
 use trustos_adapters::ledger::MemoryLedger;
@@ -167,14 +170,14 @@ fn rail_error(result: Result<X402Payment, AdapterError>) -> (&'static str, Strin
     }
 }
 
-/// The one attempt of `ledger`, which must be failed, without a payload, its detail naming
+/// The one attempt of `ledger`, which must be in `state`, without a payload, its detail naming
 /// `code`.
 #[track_caller]
-fn assert_failed_without_payload(ledger: &MemoryLedger, code: &str) {
+fn assert_no_payload(ledger: &MemoryLedger, state: AttemptState, code: &str) {
     let attempts = ledger.attempts();
     assert_eq!(attempts.len(), 1, "{attempts:?}");
     let attempt = &attempts[0];
-    assert_eq!(attempt.state, AttemptState::Failed, "{attempt:?}");
+    assert_eq!(attempt.state, state, "{attempt:?}");
     assert!(attempt.authorization.is_empty(), "{attempt:?}");
     let detail = attempt.detail.as_deref().unwrap_or_default();
     assert!(detail.contains(code), "{detail}");
@@ -316,7 +319,7 @@ async fn a_signature_by_another_key_is_refused_and_the_decision_is_spent() {
         message.contains(&checksum(&intruder.address())),
         "{message}"
     );
-    assert_failed_without_payload(&ledger, CODE_SIGNATURE_INVALID);
+    assert_no_payload(&ledger, AttemptState::Unknown, CODE_SIGNATURE_INVALID);
     assert_eq!(emulator.typed_data_signatures().len(), 1);
 
     // The decision is spent: even with Circle behaving again, no second signature is asked.
@@ -326,7 +329,7 @@ async fn a_signature_by_another_key_is_refused_and_the_decision_is_spent() {
         matches!(
             again,
             Err(AdapterError::AlreadyAuthorized {
-                state: "failed",
+                state: "unknown",
                 ..
             })
         ),
@@ -334,13 +337,18 @@ async fn a_signature_by_another_key_is_refused_and_the_decision_is_spent() {
     );
     assert_eq!(emulator.typed_data_signatures().len(), 1);
 
-    // Reconciliation knows it: failed, nothing to resubmit.
+    // Reconciliation has nothing to resubmit (no payload) even while the authorization is
+    // valid: only the chain can tell.
     let reconciled = adapter
         .reconcile(&ledger, decision.decision_id(), now())
         .await
         .unwrap();
     assert!(
-        matches!(&reconciled, Reconciliation::Known(record) if record.state == AttemptState::Failed),
+        matches!(
+            &reconciled,
+            Reconciliation::Expired(record)
+                if record.state == AttemptState::Unknown && record.authorization.is_empty()
+        ),
         "{reconciled:?}"
     );
 }
@@ -360,7 +368,28 @@ async fn a_wallet_id_of_another_address_signs_nothing_usable() {
     let ledger = MemoryLedger::new();
     let (code, _) = rail_error(authorize(&adapter, &ledger, &decision, &fingerprint, &terms).await);
     assert_eq!(code, CODE_SIGNATURE_INVALID);
-    assert_failed_without_payload(&ledger, CODE_SIGNATURE_INVALID);
+    assert_no_payload(&ledger, AttemptState::Unknown, CODE_SIGNATURE_INVALID);
+}
+
+#[tokio::test]
+async fn a_lost_answer_leaves_the_attempt_unknown() {
+    let emulator = emulator();
+    let adapter = circle_adapter(circle_signer(&emulator, 0));
+    let terms = terms(&adapter, &required(&sepolia_offer("10000"), None));
+    let (fingerprint, decision) = decide(&adapter, &terms);
+    let ledger = MemoryLedger::new();
+    emulator.set_fault(Fault::SignServerError);
+    let (code, message) =
+        rail_error(authorize(&adapter, &ledger, &decision, &fingerprint, &terms).await);
+    assert_eq!(code, CODE_SIGN_OUTCOME_UNKNOWN);
+    assert!(message.contains("CIRCLE_API_ERROR"), "{message}");
+    assert_no_payload(&ledger, AttemptState::Unknown, CODE_SIGN_OUTCOME_UNKNOWN);
+    let again = authorize(&adapter, &ledger, &decision, &fingerprint, &terms).await;
+    assert!(
+        matches!(again, Err(AdapterError::AlreadyAuthorized { .. })),
+        "{again:?}"
+    );
+    assert!(emulator.typed_data_signatures().is_empty());
 }
 
 #[tokio::test]
@@ -377,7 +406,7 @@ async fn an_unknown_wallet_is_a_clear_error() {
     assert_eq!(code, CODE_SIGN_FAILED);
     assert!(message.contains(UNKNOWN_WALLET), "{message}");
     assert!(message.contains("Wallet not found"), "{message}");
-    assert_failed_without_payload(&ledger, CODE_SIGN_FAILED);
+    assert_no_payload(&ledger, AttemptState::Failed, CODE_SIGN_FAILED);
     assert!(emulator.typed_data_signatures().is_empty());
     // A 404 is final: one request, no retries.
     assert_eq!(emulator.spent_ciphertexts(), 1);

@@ -102,6 +102,7 @@ pub fn all_reason_codes() -> &'static [&'static str] {
         CODE_TRANSFER_REFUSED,
         CODE_LOOKUP_FAILED,
         super::wallet_signer::CODE_SIGN_FAILED,
+        super::wallet_signer::CODE_SIGN_OUTCOME_UNKNOWN,
         super::wallet_signer::CODE_SIGNATURE_INVALID,
     ]
 }

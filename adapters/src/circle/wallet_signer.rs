@@ -15,10 +15,19 @@
 //! digest the adapter computes itself ([`TransferAuthorization::signing_digest`]). A wrong wallet
 //! id, a wallet of another address, or a tampered answer never produces a payload.
 //!
-//! Reason codes (as [`AdapterError::Rail`]): [`CODE_SIGN_FAILED`] (Circle did not sign: refused,
-//! unreachable, unknown wallet; Circle's scrubbed message follows) and
-//! [`CODE_SIGNATURE_INVALID`] (Circle answered something that is not the wallet's signature of
-//! exactly this message). Messages never contain the API key, the entity secret or a ciphertext.
+//! Reason codes (as [`AdapterError::Rail`]), and whether a signature may exist afterwards
+//! ([`PaymentSigner::signature_may_exist`], which decides whether the x402 adapter records the
+//! attempt `failed` or `unknown`):
+//! - [`CODE_SIGN_FAILED`]: Circle refused before signing (a `4xx`: unknown wallet, bad request,
+//!   refused key or ciphertext), or the request could not be made; Circle's scrubbed message
+//!   follows. Nothing was signed.
+//! - [`CODE_SIGN_OUTCOME_UNKNOWN`]: no usable answer (transport error, timeout, `429`/`5xx` after
+//!   the retries, a success answer without a signature): Circle may have signed.
+//! - [`CODE_SIGNATURE_INVALID`]: Circle answered something that is not the wallet's signature of
+//!   exactly this message (wrong key, malformed, high `s`). Counted as "may exist": a tampered
+//!   answer means the real one may be elsewhere.
+//!
+//! Messages never contain the API key, the entity secret or a ciphertext.
 //!
 //! Sources: <https://developers.circle.com/api-reference/wallets/developer-controlled-wallets/sign-typed-data>,
 //! <https://eips.ethereum.org/EIPS/eip-712>, <https://eips.ethereum.org/EIPS/eip-3009>.
@@ -29,7 +38,7 @@ use std::sync::Arc;
 use alloy_primitives::hex;
 use serde_json::json;
 
-use super::client::CircleClient;
+use super::client::{CircleClient, CircleError};
 use crate::AdapterError;
 use crate::x402::evm::{Address, EvmError, TokenDomain, TransferAuthorization, checksum};
 use crate::x402::signer::{PaymentSigner, check_remote_signature};
@@ -37,8 +46,13 @@ use crate::x402::signer::{PaymentSigner, check_remote_signature};
 /// [`PaymentSigner::kind`] of a Circle wallet.
 pub const KIND_CIRCLE_WALLET: &str = "circle-wallet";
 
-/// Circle did not sign (refused, unreachable, unknown wallet, malformed answer shape).
+/// Circle refused before signing (unknown wallet, bad request, refused credentials), or the
+/// request could not be made: nothing was signed.
 pub const CODE_SIGN_FAILED: &str = "CIRCLE_SIGN_FAILED";
+
+/// No usable answer from Circle (transport, timeout, `429`/`5xx` after retries, a success without
+/// a signature): Circle may have signed.
+pub const CODE_SIGN_OUTCOME_UNKNOWN: &str = "CIRCLE_SIGN_OUTCOME_UNKNOWN";
 
 /// Circle answered a signature that is not the wallet's signature of exactly this message.
 pub const CODE_SIGNATURE_INVALID: &str = "CIRCLE_SIGNATURE_INVALID";
@@ -153,10 +167,15 @@ impl PaymentSigner for CircleWalletSigner {
             .sign_typed_data(&self.wallet_id, &typed_data, Some(MEMO))
             .await
             .map_err(|error| {
+                let code = match error {
+                    CircleError::ResponseMalformed { .. } => CODE_SIGN_OUTCOME_UNKNOWN,
+                    _ if error.is_retryable() => CODE_SIGN_OUTCOME_UNKNOWN,
+                    _ => CODE_SIGN_FAILED,
+                };
                 rail(
-                    CODE_SIGN_FAILED,
+                    code,
                     format!(
-                        "Circle wallet {} did not sign ({}): {error}",
+                        "Circle wallet {} gave no signature ({}): {error}",
                         self.wallet_id,
                         error.reason_code()
                     ),
@@ -183,6 +202,17 @@ impl PaymentSigner for CircleWalletSigner {
                 ),
             )
         })
+    }
+
+    fn signature_may_exist(&self, error: &AdapterError) -> bool {
+        // Only a refusal before signing (or before asking) proves that nothing was signed.
+        !matches!(
+            error,
+            AdapterError::Rail {
+                code: CODE_SIGN_FAILED,
+                ..
+            } | AdapterError::Evm(EvmError::SignerNotPayer)
+        )
     }
 }
 

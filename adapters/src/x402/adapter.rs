@@ -24,12 +24,20 @@
 //! decision finds it and never asks for a second signature). Then:
 //! - the signer answers a signature that checks → the record becomes `authorized` with the
 //!   payload (and the nonce is claimed in the replay set), as with the local key;
-//! - the signer fails or its answer is refused (wrong key, malformed, high `s`) → the record
-//!   becomes `failed`, with the signer's reason code in its detail: no payload left the gateway,
-//!   and the decision can never be used again;
-//! - the gateway stops in between → the record stays `unknown` without a payload;
-//!   [`Adapter::reconcile`] marks it `failed` (nothing was ever handed out, so there is nothing
-//!   to resubmit) and answers it as known.
+//! - the signer fails and no signature can exist ([`PaymentSigner::signature_may_exist`] false:
+//!   the signer refused before signing) → the record becomes `failed`, with the signer's reason
+//!   code in its detail;
+//! - the signer fails in a way that leaves a signature possibly in someone's hands (its answer
+//!   was lost, or it answered a signature that is refused: wrong key, malformed, high `s`, which
+//!   may mean the real one went elsewhere) → the record stays `unknown`, without a payload, the
+//!   reason code in its detail;
+//! - the gateway stops in between → the record stays `unknown` without a payload.
+//!
+//! Either way no payload left the gateway, the error is returned, and the decision can never be
+//! used again (the record exists). [`Adapter::reconcile`] answers an `unknown` or `authorized`
+//! record without a payload as [`Reconciliation::Expired`]: the gateway has nothing to resubmit,
+//! and only the chain can tell whether a signature it never held was used (the chain reader's
+//! reconciliation asks by payer and nonce, which the record's replay key names).
 
 use std::sync::Arc;
 
@@ -415,6 +423,9 @@ impl Adapter for X402Adapter {
                 state: existing.state.as_str(),
             });
         }
+        // A payload that cannot be built after a signature was made is recorded as the
+        // signer's failures are (the signature exists: `signature_may_exist` says so for any
+        // error that is not the signer's own refusal).
         let signed = match self.signer.sign_transfer(&domain, &authorization).await {
             Ok(signature) => payload_json(terms, &authorization, &signature, payment_id.as_deref()),
             Err(error) => Err(error),
@@ -422,13 +433,22 @@ impl Adapter for X402Adapter {
         let payload = match signed {
             Ok(payload) => payload,
             Err(error) => {
-                record.state = AttemptState::Failed;
-                record.detail = Some(format!(
-                    "refused before anything was sent: the {} signer failed ({}); no payload \
-                     left the gateway",
-                    self.signer.kind(),
-                    error.reason_code()
-                ));
+                let kind = self.signer.kind();
+                let code = error.reason_code();
+                if self.signer.signature_may_exist(&error) {
+                    record.state = AttemptState::Unknown;
+                    record.detail = Some(format!(
+                        "the {kind} signer failed ({code}) after it was asked: a signature may \
+                         exist outside the gateway, but no payload left the gateway; only the \
+                         chain can tell"
+                    ));
+                } else {
+                    record.state = AttemptState::Failed;
+                    record.detail = Some(format!(
+                        "the {kind} signer refused ({code}) before signing; no payload left the \
+                         gateway"
+                    ));
+                }
                 ledger.update_attempt(&record).await?;
                 return Err(error);
             }
@@ -459,27 +479,16 @@ impl Adapter for X402Adapter {
         decision_id: &str,
         now: Timestamp,
     ) -> Result<Reconciliation, AdapterError> {
-        let Some(mut record) = ledger.load_attempt(RAIL, decision_id).await? else {
+        let Some(record) = ledger.load_attempt(RAIL, decision_id).await? else {
             return Ok(Reconciliation::NoAttempt);
         };
-        let pending = matches!(
-            record.state,
-            AttemptState::Authorized | AttemptState::Unknown
-        );
-        if pending && record.authorization.is_empty() {
-            // A remote signer was asked and the gateway stopped before the payload was recorded:
-            // nothing was ever handed out, so nothing can be resubmitted or settle.
-            record.state = AttemptState::Failed;
-            record.detail = Some(
-                "signing did not complete before the gateway stopped; no payload left the \
-                 gateway"
-                    .to_owned(),
-            );
-            ledger.update_attempt(&record).await?;
-            return Ok(Reconciliation::Known(record));
-        }
         Ok(match record.state {
             AttemptState::Settled | AttemptState::Failed => Reconciliation::Known(record),
+            // A remote signer was asked and no payload was recorded: the gateway has nothing to
+            // resubmit, only the chain can tell (see the module docs).
+            AttemptState::Authorized | AttemptState::Unknown if record.authorization.is_empty() => {
+                Reconciliation::Expired(record)
+            }
             AttemptState::Authorized | AttemptState::Unknown => {
                 if now.unix_millis() / 1000 < record.valid_before {
                     Reconciliation::Resubmit(record)

@@ -49,6 +49,12 @@ pub trait PaymentSigner: Send + Sync {
         domain: &TokenDomain,
         authorization: &TransferAuthorization,
     ) -> Result<[u8; 65], AdapterError>;
+
+    /// Whether, after [`Self::sign_transfer`] failed with `error` (or succeeded and the payload
+    /// could not be built), a valid signature of the authorization may exist outside the
+    /// gateway: `false` only when the signer provably signed nothing (it refused before
+    /// signing). The adapter then records the attempt `failed`, else `unknown`.
+    fn signature_may_exist(&self, error: &AdapterError) -> bool;
 }
 
 #[async_trait::async_trait]
@@ -71,6 +77,11 @@ impl PaymentSigner for EvmSigner {
         authorization: &TransferAuthorization,
     ) -> Result<[u8; 65], AdapterError> {
         Ok(EvmSigner::sign_transfer(self, domain, authorization)?)
+    }
+
+    /// In memory: a signature this key made and the adapter dropped exists nowhere.
+    fn signature_may_exist(&self, _error: &AdapterError) -> bool {
+        false
     }
 }
 
