@@ -232,6 +232,15 @@ pub enum RailSpec {
     },
 }
 
+/// How a [`Crasher::run_killed`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// Whether it was killed (false: it finished first).
+    pub killed: bool,
+    /// How long it paid before it was killed or finished.
+    pub ran: Duration,
+}
+
 /// Kills a gateway in the middle of a payment and restarts it.
 #[async_trait::async_trait]
 pub trait Crasher: Send + Sync {
@@ -242,7 +251,7 @@ pub trait Crasher: Send + Sync {
         spec: &RailSpec,
         case: &PaymentCase,
         kill_after: Duration,
-    ) -> Result<(), String>;
+    ) -> Result<Run, String>;
 
     /// The payment ledger as a restarted gateway opens it.
     async fn restart(&self) -> Result<Arc<dyn PaymentLedger>, String>;
@@ -615,21 +624,26 @@ async fn crash_recovery<R: RailUnderTest>(rail: &R, crasher: &dyn Crasher) -> Ch
     rail.delay_answers(Some(window));
     let spec = rail.spec();
     let calibration = PaymentCase::fresh("crash-calibrate", 700).map_err(text)?;
-    let at = Instant::now();
-    crasher
+    let full = crasher
         .run_killed(&spec, &calibration, Duration::from_secs(30))
-        .await?;
-    let full = at.elapsed().max(Duration::from_millis(20));
+        .await?
+        .ran
+        .max(Duration::from_millis(5));
     let mut cases = vec![calibration];
     let mut points = std::collections::BTreeMap::new();
+    let mut finished_first = 0;
     for run in 0..CRASH_RUNS {
         let case = PaymentCase::fresh(&format!("crash{run}"), 700 + run as u128).map_err(text)?;
         let fraction = f64::from(u32::from_le_bytes(random_bytes::<4>()?)) / f64::from(u32::MAX);
         let kill_after = full.mul_f64(fraction);
-        crasher.run_killed(&spec, &case, kill_after).await?;
+        let outcome = crasher.run_killed(&spec, &case, kill_after).await?;
         let ledger = crasher.restart().await?;
-        let point = kill_point(rail, &*ledger, &case.decision_id).await?;
-        *points.entry(point).or_insert(0u32) += 1;
+        if outcome.killed {
+            let point = kill_point(rail, &*ledger, &case.decision_id).await?;
+            *points.entry(point).or_insert(0u32) += 1;
+        } else {
+            finished_first += 1;
+        }
         cases.push(case);
     }
     rail.delay_answers(None);
@@ -692,7 +706,8 @@ async fn crash_recovery<R: RailUnderTest>(rail: &R, crasher: &dyn Crasher) -> Ch
         .map(|(point, count)| format!("{point:?} {count}"))
         .collect();
     Ok(format!(
-        "{CRASH_RUNS} kills ({}; {}); after restart {settled_count} settled once each, {never} never authorized, 0 doubled, 0 unrecorded",
+        "{CRASH_RUNS} runs killed at random points within {} ms ({}): {}, {finished_first} finished first; after restart {settled_count} settled once each, {never} never authorized, 0 doubled, 0 unrecorded",
+        full.as_millis(),
         crasher.how(),
         landed.join(", ")
     ))
@@ -976,7 +991,7 @@ impl<R: Rail> Crasher for TaskCrasher<R> {
         _spec: &RailSpec,
         case: &PaymentCase,
         kill_after: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<Run, String> {
         let (rail, gate, ledger) = (
             Arc::clone(&self.rail),
             Arc::clone(&self.gate),
@@ -986,16 +1001,21 @@ impl<R: Rail> Crasher for TaskCrasher<R> {
         let task = tokio::spawn(async move {
             let _ = pay_once(&*rail, &*gate, &*ledger, &case).await;
         });
+        let started = Instant::now();
         let mut task = task;
-        tokio::select! {
-            _ = &mut task => {}
+        let killed = tokio::select! {
+            _ = &mut task => false,
             () = tokio::time::sleep(kill_after) => {
                 task.abort();
                 // Wait until it is really gone: an abort lands at the task's next await.
                 let _ = task.await;
+                true
             }
-        }
-        Ok(())
+        };
+        Ok(Run {
+            killed,
+            ran: started.elapsed(),
+        })
     }
 
     async fn restart(&self) -> Result<Arc<dyn PaymentLedger>, String> {

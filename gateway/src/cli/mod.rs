@@ -16,6 +16,7 @@ macro_rules! out {
     }};
 }
 
+mod adapters;
 mod approve;
 mod init;
 mod jwks;
@@ -44,8 +45,45 @@ pub struct Cli {
     command: Command,
 }
 
+/// `trustos adapters …`.
+#[derive(Debug, Subcommand)]
+enum AdaptersCommand {
+    /// Run the adapter conformance suite against every rail's emulator and print the matrix.
+    #[command(after_help = "Examples:\n  trustos adapters conformance\n  \
+        trustos adapters conformance --json --adapter circle\n\n\
+        Checks, for x402 and Circle alike: nothing moves without a verified decision; terms that \
+        differ from the decision are refused; 100 concurrent retries of one decision pay once; \
+        the gateway killed (SIGKILL) around the rail call 20 times loses and doubles nothing \
+        after a restart; an unknown outcome is never paid twice; every completed payment gets a \
+        receipt naming the rail's reference. Runs against in-process emulators of each rail; \
+        nothing leaves the machine. Exit 0 all passed, 1 a check failed, 2 setup error.")]
+    Conformance {
+        /// Print the matrix as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only this adapter (repeatable; default: all).
+        #[arg(long = "adapter", value_name = "NAME", value_enum)]
+        adapters: Vec<adapters::AdapterName>,
+    },
+    /// One payment in a process the conformance suite kills (internal).
+    #[command(hide = true)]
+    ConformanceWorker {
+        /// The worker's directory (store and rail description).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The payment case, JSON.
+        #[arg(long, value_name = "JSON")]
+        case: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Payment rail adapters: the conformance suite.
+    Adapters {
+        #[command(subcommand)]
+        command: AdaptersCommand,
+    },
     /// Create a new Ed25519 gateway signing key.
     #[command(after_help = "Example:\n  trustos keygen --out ~/.trustos/keys\n\n\
         Writes gateway.key.pem (PKCS#8, mode 0600) and gateway.jwk.json (public JWK) and prints \
@@ -380,6 +418,12 @@ pub fn run(cli: Cli) -> ExitCode {
                 )
             })
         }
+        Command::Adapters { command } => match command {
+            AdaptersCommand::Conformance { json, adapters } => {
+                adapters::run_conformance(adapters::ConformanceArgs { json, adapters })
+            }
+            AdaptersCommand::ConformanceWorker { dir, case } => adapters::run_worker(&dir, &case),
+        },
         Command::Routes { home, json } => with_home("routes", home, |home| routes::run(home, json)),
         Command::Payments {
             home,
