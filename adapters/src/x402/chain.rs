@@ -711,7 +711,13 @@ pub async fn reconcile_on_chain(
     }
     let now_seconds = now.unix_millis() / 1000;
     if now_seconds < recorded.valid_before {
-        return Ok(Reconciliation::Resubmit(record));
+        // Without recorded bytes (a remote signer whose answer was lost) there is nothing to
+        // resubmit: only the chain can tell, once the authorization has expired.
+        return Ok(if record.authorization.is_empty() {
+            Reconciliation::Expired(record)
+        } else {
+            Reconciliation::Resubmit(record)
+        });
     }
     let deadline = recorded.valid_before.saturating_add(EXPIRY_MARGIN_SECONDS);
     if now_seconds < deadline {
