@@ -38,6 +38,171 @@ pub struct GatewayConfig {
     /// The x402 rail: the gateway's payer key and the assets it pays in.
     #[serde(default)]
     pub x402: Option<X402Config>,
+    /// The Circle rail: W3S credentials, the source wallet and the tokens it may send.
+    #[serde(default)]
+    pub circle: Option<CircleConfig>,
+}
+
+/// The Circle rail's settings (`[circle]`). The API key comes from exactly one of
+/// `api_key_file` / `api_key_env`, the entity secret from exactly one of `entity_secret_file` /
+/// `entity_secret_env`; files must be readable by their owner only. Neither secret is ever
+/// logged: this table holds only where they are.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircleConfig {
+    /// W3S API base URL (default `https://api.circle.com`; `http://` only to a loopback host).
+    #[serde(default = "default_circle_base_url")]
+    pub base_url: String,
+    /// A file holding the API key (`TEST_API_KEY:ID:SECRET`), relative to the home (mode 0600).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// The name of an environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// A file holding the entity secret (64 hex digits), relative to the home (mode 0600).
+    #[serde(default)]
+    pub entity_secret_file: Option<PathBuf>,
+    /// The name of an environment variable holding the entity secret.
+    #[serde(default)]
+    pub entity_secret_env: Option<String>,
+    /// When set, the API key's prefix must belong to this environment.
+    #[serde(default)]
+    pub environment: Option<CircleEnvironmentName>,
+    /// The developer-controlled wallet transfers are sent from.
+    pub wallet_id: String,
+    /// That wallet's address (shown to operators; not sent to Circle).
+    #[serde(default)]
+    pub wallet_address: Option<String>,
+    /// Circle's fee level for transfers (default `MEDIUM`).
+    #[serde(default)]
+    pub fee_level: CircleFeeLevel,
+    /// How long a transfer request waits for a final state before it is answered `unknown`
+    /// (default 60).
+    #[serde(default = "default_circle_answer")]
+    pub answer_timeout_seconds: u64,
+    /// How often a waiting transfer asks Circle for its state, in milliseconds (default 2000);
+    /// webhooks wake it sooner.
+    #[serde(default = "default_circle_poll")]
+    pub poll_interval_ms: u64,
+    /// The tokens the wallet may send, by network and the profile's name for them.
+    #[serde(default)]
+    pub tokens: Vec<CircleTokenConfig>,
+}
+
+/// `[circle].environment`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CircleEnvironmentName {
+    /// Circle's sandbox (`TEST_API_KEY:` keys).
+    Testnet,
+    /// Real money (`LIVE_API_KEY:` keys).
+    Mainnet,
+}
+
+/// `[circle].fee_level`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CircleFeeLevel {
+    /// `LOW`.
+    Low,
+    /// `MEDIUM`.
+    #[default]
+    Medium,
+    /// `HIGH`.
+    High,
+}
+
+/// One `[[circle.tokens]]` entry.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircleTokenConfig {
+    /// CAIP-2 network (`eip155:84532`).
+    pub network: String,
+    /// The profile's name for the token (`usdc`).
+    pub asset: String,
+    /// Circle's `tokenId`.
+    pub token_id: String,
+    /// The token's decimals (6 for USDC).
+    pub decimals: u8,
+}
+
+fn default_circle_base_url() -> String {
+    "https://api.circle.com".into()
+}
+fn default_circle_answer() -> u64 {
+    60
+}
+fn default_circle_poll() -> u64 {
+    2000
+}
+
+/// The server name of Circle transfers (`POST /rails/circle/transfers`) in routes and
+/// fingerprints: the tool `transfer` of the server `circle`.
+pub const CIRCLE_SERVER: &str = "circle";
+
+impl CircleConfig {
+    /// Checks what the type cannot: one source per secret, a wallet, sane timings and tokens.
+    /// Errors name the field.
+    fn check(&self) -> Result<(), String> {
+        if self.api_key_file.is_some() == self.api_key_env.is_some() {
+            return Err("[circle] needs exactly one of `api_key_file` or `api_key_env`".into());
+        }
+        if self.entity_secret_file.is_some() == self.entity_secret_env.is_some() {
+            return Err(
+                "[circle] needs exactly one of `entity_secret_file` or `entity_secret_env`".into(),
+            );
+        }
+        if !(self.base_url.starts_with("https://") || self.base_url.starts_with("http://")) {
+            return Err("[circle].base_url must be an https:// URL".into());
+        }
+        if self.wallet_id.trim().is_empty() || self.wallet_id.trim() != self.wallet_id {
+            return Err("[circle].wallet_id must be the wallet's id, without spaces".into());
+        }
+        if self.answer_timeout_seconds == 0 || self.answer_timeout_seconds > 3600 {
+            return Err("[circle].answer_timeout_seconds must be between 1 and 3600".into());
+        }
+        if !(50..=60_000).contains(&self.poll_interval_ms) {
+            return Err("[circle].poll_interval_ms must be between 50 and 60000".into());
+        }
+        if self.tokens.is_empty() {
+            return Err(
+                "[circle] lists no [[circle.tokens]]: add network, asset, token_id and decimals of each token the wallet may send".into(),
+            );
+        }
+        for (index, token) in self.tokens.iter().enumerate() {
+            let field = |name: &str| format!("circle.tokens[{index}].{name}");
+            if !token.network.contains(':') {
+                return Err(format!(
+                    "{} must be a CAIP-2 network (eip155:84532)",
+                    field("network")
+                ));
+            }
+            if token.asset.is_empty() || token.asset != token.asset.to_ascii_lowercase() {
+                return Err(format!(
+                    "{} must be the profile's lower-case name of the token (usdc)",
+                    field("asset")
+                ));
+            }
+            if token.token_id.trim().is_empty() {
+                return Err(format!("{} must not be empty", field("token_id")));
+            }
+            if token.decimals > 36 {
+                return Err(format!("{} must be at most 36", field("decimals")));
+            }
+            let twin = self.tokens[..index]
+                .iter()
+                .any(|other| other.network == token.network && other.asset == token.asset);
+            if twin {
+                return Err(format!(
+                    "{}: {} on {} is listed twice",
+                    field("asset"),
+                    token.asset,
+                    token.network
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One HTTP API behind `/http/NAME/…`.
@@ -296,6 +461,14 @@ impl GatewayConfig {
         {
             return Err("[x402] needs exactly one of `key_file` or `key_env`".to_owned());
         }
+        if let Some(circle) = &config.circle {
+            circle.check()?;
+            if config.servers.contains_key(CIRCLE_SERVER) {
+                return Err(format!(
+                    "[servers.{CIRCLE_SERVER}]: the name is taken by the Circle rail's transfers when [circle] is configured; rename the server"
+                ));
+            }
+        }
         for (index, token) in config.tokens.iter().enumerate() {
             if token.token_sha256.parse::<Digest>().is_err() {
                 return Err(format!(
@@ -363,6 +536,43 @@ mod tests {
         assert!(GatewayConfig::parse("[servers.a]\n").is_err());
         assert!(GatewayConfig::parse("[servers.a]\ncommand=[\"x\"]\nurl=\"http://h\"\n").is_err());
         assert!(GatewayConfig::parse("[servers.\"a b\"]\ncommand=[\"x\"]\n").is_err());
+    }
+
+    fn circle(extra: &str) -> String {
+        format!(
+            "[circle]\napi_key_env = \"K\"\nentity_secret_env = \"S\"\nwallet_id = \"w-1\"\n{extra}\n\
+             [[circle.tokens]]\nnetwork = \"eip155:84532\"\nasset = \"usdc\"\ntoken_id = \"t-1\"\ndecimals = 6\n"
+        )
+    }
+
+    #[test]
+    fn circle_defaults_and_field_named_errors() {
+        let config = GatewayConfig::parse(&circle("")).unwrap();
+        let circle_config = config.circle.unwrap();
+        assert_eq!(circle_config.base_url, "https://api.circle.com");
+        assert_eq!(circle_config.fee_level, CircleFeeLevel::Medium);
+        assert_eq!(circle_config.answer_timeout_seconds, 60);
+        assert_eq!(circle_config.environment, None);
+        let with = GatewayConfig::parse(&circle("environment = \"mainnet\"\nfee_level = \"HIGH\""))
+            .unwrap()
+            .circle
+            .unwrap();
+        assert_eq!(with.environment, Some(CircleEnvironmentName::Mainnet));
+        assert_eq!(with.fee_level, CircleFeeLevel::High);
+        let both = GatewayConfig::parse(&circle("api_key_file = \"k\"")).unwrap_err();
+        assert!(both.contains("api_key_file"), "{both}");
+        let env = GatewayConfig::parse(&circle("environment = \"sandbox\"")).unwrap_err();
+        assert!(env.contains("environment"), "{env}");
+        let poll = GatewayConfig::parse(&circle("poll_interval_ms = 1")).unwrap_err();
+        assert!(poll.contains("poll_interval_ms"), "{poll}");
+        let unknown = GatewayConfig::parse(&circle("api_key = \"TEST_API_KEY:a:b\"")).unwrap_err();
+        assert!(unknown.contains("api_key"), "{unknown}");
+        let taken = format!("{}\n[servers.circle]\ncommand = [\"x\"]\n", circle(""));
+        assert!(
+            GatewayConfig::parse(&taken)
+                .unwrap_err()
+                .contains("servers.circle")
+        );
     }
 
     #[test]
