@@ -16,6 +16,7 @@ use super::protocol::{
     ControlError, Envelope, MAX_CONTROL_MESSAGE, Request, Response, SOCKET_FILE, Status,
 };
 use crate::config::GatewayConfig;
+use crate::enforce::circle::CirclePayer;
 use crate::enforce::pay::Payer;
 use crate::enforce::{self, Enforcer, Settings};
 use crate::home::Home;
@@ -93,6 +94,15 @@ pub async fn open(home: &Home) -> Result<Daemon, DaemonError> {
         let payer = Payer::from_config(x402, home.root()).map_err(setup("[x402]"))?;
         tracing::info!(payer = %payer.address(), "x402 payer ready");
         enforcer = enforcer.with_payer(payer);
+    }
+    if let Some(circle) = &config.circle {
+        let payer = CirclePayer::from_config(circle, home.root()).map_err(setup("[circle]"))?;
+        tracing::info!(
+            wallet = payer.wallet_id(),
+            environment = %payer.environment(),
+            "Circle rail ready"
+        );
+        enforcer = enforcer.with_circle(payer);
     }
     let enforcer = Arc::new(enforcer);
     Ok(Daemon {
@@ -474,7 +484,10 @@ async fn handle(daemon: &Daemon, request: Request) -> Result<Value, ControlError
                 &pins,
             ))
         }
-        Request::Payments => to_value(&payment_attempts(enforcer.store().as_ref()).await?),
+        Request::Payments => {
+            enforcer.reconcile_circle_attempts().await;
+            to_value(&payment_attempts(enforcer.store().as_ref()).await?)
+        }
         Request::Status => to_value(&Status {
             pid: std::process::id(),
             kid: enforcer.key().kid().to_owned(),

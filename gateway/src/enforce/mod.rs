@@ -19,6 +19,7 @@
 //!
 //! Every error on a high-risk path is a refusal (fail closed).
 
+pub mod circle;
 pub mod inventory;
 pub mod pay;
 pub mod pins;
@@ -378,6 +379,7 @@ pub struct Enforcer {
     forwarded: Mutex<HashMap<String, Digest>>,
     generation: watch::Sender<u64>,
     payer: Option<pay::Payer>,
+    circle: Option<circle::CirclePayer>,
 }
 
 /// Locks a mutex, recovering from a panicked holder (state here stays consistent per call).
@@ -409,6 +411,7 @@ impl Enforcer {
             forwarded: Mutex::new(HashMap::new()),
             generation: watch::Sender::new(1),
             payer: None,
+            circle: None,
         }
     }
 
@@ -421,6 +424,17 @@ impl Enforcer {
     /// The x402 payer, when `gateway.toml` configures one.
     pub fn payer(&self) -> Option<&pay::Payer> {
         self.payer.as_ref()
+    }
+
+    /// The same enforcer, sending Circle transfers with `circle`.
+    pub fn with_circle(mut self, circle: circle::CirclePayer) -> Self {
+        self.circle = Some(circle);
+        self
+    }
+
+    /// The Circle rail, when `gateway.toml` configures `[circle]`.
+    pub fn circle(&self) -> Option<&circle::CirclePayer> {
+        self.circle.as_ref()
     }
 
     /// The gateway's signing key.
@@ -504,6 +518,13 @@ impl Enforcer {
 
     /// Decides one `tools/call`. Errors are refusals for the relay (fail closed).
     pub async fn decide(&self, call: ToolCall) -> Result<Verdict, EnforceError> {
+        self.decide_call(call, false).await
+    }
+
+    /// [`Enforcer::decide`]; `rail`: the gateway itself executes the call through a rail adapter
+    /// (a Circle transfer), so there is no upstream tool listing to pin. Only in-process callers
+    /// can say so.
+    async fn decide_call(&self, call: ToolCall, rail: bool) -> Result<Verdict, EnforceError> {
         // Read first: a change during this decision makes the stamp stale, never too new.
         let generation = self.generation();
         let compiled = self.profile();
@@ -515,6 +536,7 @@ impl Enforcer {
         // 1. Pins: what the upstream listed, and whether an operator accepted it. An HTTP API
         // lists nothing; its routes are the profile's.
         let pin = match call.http {
+            _ if rail => PinCheck::Approved { destructive: false },
             Some(_) => PinCheck::Approved { destructive: false },
             None => self.pins.check(&call.server, &call.tool).await?,
         };
