@@ -31,6 +31,7 @@
 
 mod checks;
 mod conn;
+mod rails;
 mod router;
 
 use std::collections::HashMap;
@@ -116,6 +117,7 @@ pub async fn serve(
     };
     let front = Arc::new(Front {
         lane,
+        enforcer: Arc::clone(&enforcer),
         authority: enforcer,
         config,
         home,
@@ -200,6 +202,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Front {
     /// The HTTP lane, when `gateway.toml` configures `[http.*]` APIs.
     lane: Option<Arc<HttpLane>>,
+    /// The daemon's enforcer, for the rails' endpoints ([`rails`]).
+    enforcer: Arc<Enforcer>,
     authority: Arc<dyn Authority>,
     config: GatewayConfig,
     home: Home,
@@ -215,6 +219,8 @@ struct Front {
 enum Endpoint {
     Mcp,
     Http,
+    /// A rail the gateway pays through itself (`/rails/circle/…`).
+    Rail,
 }
 
 impl Endpoint {
@@ -222,6 +228,7 @@ impl Endpoint {
         match self {
             Self::Mcp => "MCP server",
             Self::Http => "HTTP API",
+            Self::Rail => "payment rail",
         }
     }
 
@@ -232,6 +239,9 @@ impl Endpoint {
             }
             Self::Http => {
                 "Add an [http.NAME] table with `url` to gateway.toml, or use a configured name."
+            }
+            Self::Rail => {
+                "Add a [circle] table (credentials, wallet_id, [[circle.tokens]]) to gateway.toml and restart trustos serve."
             }
         }
     }
@@ -273,7 +283,12 @@ enum Outcome {
 
 impl Front {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        // 1. Route: the HTTP lane, or an MCP server.
+        // 1. Route: the rails' endpoints, the HTTP lane, or an MCP server.
+        match request.uri().path() {
+            rails::TRANSFERS_PATH => return self.circle_transfer(request).await,
+            rails::WEBHOOK_PATH => return self.circle_webhook(request).await,
+            _ => {}
+        }
         if let Some(rest) = request.uri().path().strip_prefix("/http/") {
             let (name, path) = match rest.split_once('/') {
                 Some((name, path)) => (name.to_owned(), format!("/{path}")),
@@ -347,6 +362,7 @@ impl Front {
         let exists = match endpoint {
             Endpoint::Mcp => self.config.servers.contains_key(name),
             Endpoint::Http => self.lane.as_ref().is_some_and(|lane| lane.has(name)),
+            Endpoint::Rail => self.enforcer.circle().is_some(),
         };
         if !exists {
             return Err(Box::new(refusal(
