@@ -10,6 +10,12 @@
 //!
 //! The signed authorization (the exact PaymentPayload sent, with its signature) is printed only
 //! with `--json --with-authorization`, never in the table.
+//!
+//! Circle attempts (rail `circle`) are listed the same way. When the daemon has `[circle]`, it
+//! first asks Circle about each open Circle attempt (`CircleAdapter::reconcile`: by transaction
+//! id, else by `refId` = the decision id) and records what Circle says, so a transfer receipted
+//! `unknown` shows `settled` or `failed` once Circle knows. Nothing is ever resubmitted by
+//! listing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +80,9 @@ pub enum Reconcile {
     /// Not known and past `validBefore`: it can no longer be submitted; only the chain can tell
     /// whether it settled.
     Expired,
+    /// The rail holds the transaction (a Circle transfer with its transaction id) and has not
+    /// finished it: wait; reconciliation asks the rail again.
+    Pending,
 }
 
 impl Reconcile {
@@ -83,6 +92,7 @@ impl Reconcile {
             Self::Known => "known",
             Self::Resubmit => "resubmit",
             Self::Expired => "expired",
+            Self::Pending => "pending",
         }
     }
 }
@@ -90,9 +100,18 @@ impl Reconcile {
 /// What reconciliation would say about `record` at `now`: as the x402 adapter's
 /// `reconcile`, an attempt not settled or failed is resubmitted while `now` is before its
 /// `validBefore`, and expired from then on.
+///
+/// A Circle attempt that already has Circle's transaction id is `pending`: the Circle adapter
+/// asks Circle about that transaction and never resubmits it.
 pub fn reconcile(record: &AttemptRecord, now: Timestamp) -> Reconcile {
     match record.state {
         AttemptState::Settled | AttemptState::Failed => Reconcile::Known,
+        AttemptState::Authorized | AttemptState::Unknown
+            if record.rail == trustos_adapters::circle::adapter::RAIL
+                && record.reference.is_some() =>
+        {
+            Reconcile::Pending
+        }
         AttemptState::Authorized | AttemptState::Unknown => {
             if now.unix_millis() / 1000 < record.valid_before {
                 Reconcile::Resubmit
@@ -220,7 +239,8 @@ pub fn run(home: &Home, args: PaymentsArgs) -> u8 {
     eprintln!(
         "trustos payments: {unknown} attempt(s) with an unknown outcome: money may have moved. \
          `resubmit`: send the recorded authorization again (the same bytes) while it is valid; \
-         `expired`: look its nonce up on chain."
+         `expired`: look its nonce up on chain (x402) or at Circle by the decision id (Circle); \
+         `pending`: the rail has the transfer and has not finished it, run this again later."
     );
     EXIT_INVALID
 }
@@ -404,6 +424,18 @@ mod tests {
             .map(|a| a.decision_id)
             .collect();
         assert_eq!(unknown, ["dec_c", "dec_a"]);
+    }
+
+    #[test]
+    fn a_circle_attempt_with_a_transaction_id_is_pending_never_resubmitted() {
+        let now = Timestamp::from_unix_millis(1_000_000).unwrap();
+        let mut circle = attempt("dec_c", AttemptState::Unknown, 2_000);
+        circle.rail = "circle".into();
+        assert_eq!(reconcile(&circle, now), Reconcile::Resubmit);
+        circle.reference = Some("tx-1".into());
+        assert_eq!(reconcile(&circle, now), Reconcile::Pending);
+        circle.state = AttemptState::Settled;
+        assert_eq!(reconcile(&circle, now), Reconcile::Known);
     }
 
     #[test]

@@ -647,6 +647,291 @@ pub const REASONS: &[(&str, &str)] = &[
         "X402_ADDRESS_CHECKSUM",
         "A mixed-case EVM address must carry a correct EIP-55 checksum; check it for typos.",
     ),
+    (
+        "CIRCLE_NOT_CONFIGURED",
+        "The gateway has no Circle rail: add a [circle] table (api_key_file or api_key_env, entity_secret_file or entity_secret_env, wallet_id, [[circle.tokens]]) to gateway.toml and restart trustos serve.",
+    ),
+    (
+        "CIRCLE_REQUEST_INVALID",
+        "Send the transfer as one JSON object: {\"destination\", \"amount\", \"asset\", \"network\", \"resource\"}.",
+    ),
+    (
+        "CIRCLE_REQUEST_UNKNOWN_FIELD",
+        "Send only destination, amount, asset, network and resource; the gateway chooses the wallet, token id and fees itself.",
+    ),
+    (
+        "CIRCLE_REQUEST_FIELD_MISSING",
+        "Send all of destination, amount, asset, network and resource.",
+    ),
+    (
+        "CIRCLE_REQUEST_FIELD_INVALID",
+        "Send destination, amount, asset, network and resource as non-empty JSON strings.",
+    ),
+    (
+        "CIRCLE_REQUEST_TOO_LARGE",
+        "Send Circle transfer requests and webhooks of at most 64 KiB.",
+    ),
+    (
+        "CIRCLE_AMOUNT_NOT_STRING",
+        "Send amount as a string of integer base units (\"1500000\" is 1.5 USDC), not a JSON number.",
+    ),
+    (
+        "CIRCLE_AMOUNT_NOT_INTEGER",
+        "Send amount in integer base units of the token: digits only, no decimal point, sign or leading zero (\"1500000\" is 1.5 USDC).",
+    ),
+    (
+        "CIRCLE_AMOUNT_OUT_OF_RANGE",
+        "The amount is too large to be a token amount; check its units.",
+    ),
+    (
+        "CIRCLE_SCHEME_NOT_ALLOWED",
+        "The Circle adapter was asked to send under a scheme it may not use; nothing was sent. Report it with the daemon log.",
+    ),
+    (
+        "CIRCLE_NETWORK_NOT_ALLOWED",
+        "The profile does not allow this network; add it to [networks] allow (and remove it from deny) if the transfer is wanted.",
+    ),
+    (
+        "CIRCLE_ASSET_UNKNOWN",
+        "No [[circle.tokens]] entry in gateway.toml has this network and asset; add the token (network, asset, token_id, decimals) or ask for a configured one.",
+    ),
+    (
+        "CIRCLE_ASSET_NOT_ALLOWED",
+        "The profile does not allow this asset; add it to [assets] allow (and remove it from deny) if the transfer is wanted.",
+    ),
+    (
+        "CIRCLE_TOKEN_MISMATCH",
+        "The token id or decimals differ from the [[circle.tokens]] entry for this network and asset; nothing was sent. Check the entry.",
+    ),
+    (
+        "CIRCLE_WALLET_MISSING",
+        "Set [circle].wallet_id in gateway.toml to the developer-controlled wallet transfers are sent from.",
+    ),
+    (
+        "CIRCLE_PAYTO_INVALID",
+        "Send the destination as the recipient's address, without spaces or control characters.",
+    ),
+    (
+        "CIRCLE_PAYTO_DENIED",
+        "The profile's [payees] deny list names this destination; send to another payee.",
+    ),
+    (
+        "CIRCLE_PAYTO_NOT_ALLOWED",
+        "The profile's [payees] allow list does not name this destination; add it there if the transfer is wanted.",
+    ),
+    ("CIRCLE_AMOUNT_ZERO", "Send an amount above zero."),
+    (
+        "CIRCLE_AMOUNT_ABOVE_POLICY",
+        "The amount is above the profile's [[amounts]] max for this asset; send less, or raise the max if the transfer is wanted.",
+    ),
+    (
+        "CIRCLE_RESOURCE_MISSING",
+        "Name what the transfer pays for in resource.",
+    ),
+    (
+        "CIRCLE_OUTCOME_UNKNOWN",
+        "Circle's answer was lost, so the transfer may or may not exist; the budget stays reserved. Run trustos payments, which asks Circle by the decision id; never send the same transfer again before it shows settled or failed.",
+    ),
+    (
+        "CIRCLE_TRANSFER_REFUSED",
+        "Circle refused to create the transfer and nothing was sent; check the wallet's balance, the token id and the destination, then retry.",
+    ),
+    (
+        "CIRCLE_LOOKUP_FAILED",
+        "Circle could not be asked about the transfer; the record is unchanged. Check connectivity to [circle].base_url and run trustos payments again.",
+    ),
+    (
+        "CIRCLE_TRANSFER_FAILED",
+        "Circle reports the transfer FAILED: nothing moved and the budget was released; see the error reason, fix it (balance, gas, destination) and send a new request.",
+    ),
+    (
+        "CIRCLE_TRANSFER_DENIED",
+        "Circle's risk screening DENIED the transfer: nothing moved and the budget was released; check the destination with Circle before trying again.",
+    ),
+    (
+        "CIRCLE_TRANSFER_CANCELLED",
+        "The transfer was CANCELLED at Circle: nothing moved and the budget was released; send a new request if it is still wanted.",
+    ),
+    (
+        "CIRCLE_TRANSFER_PENDING",
+        "Circle has the transfer but it reached no final state within answer_timeout_seconds; the budget stays reserved. Watch it with trustos payments; a webhook or reconciliation records the outcome.",
+    ),
+    (
+        "CIRCLE_TRANSFER_IN_DOUBT",
+        "An equal transfer (same wallet, token, destination and amount) is still in doubt; wait until trustos payments shows it settled or failed before asking again, so nothing is paid twice.",
+    ),
+    (
+        "CIRCLE_WEBHOOK_HEADERS_MISSING",
+        "Circle webhooks carry X-Circle-Signature and X-Circle-Key-Id; point only Circle's notification subscription at /webhooks/circle.",
+    ),
+    (
+        "CIRCLE_WEBHOOK_KEY_UNKNOWN",
+        "Circle knows no notification key with this X-Circle-Key-Id: the notification was not sent by Circle for this API key's account, so it was ignored.",
+    ),
+    (
+        "CIRCLE_WEBHOOK_KEY_UNAVAILABLE",
+        "The notification key could not be fetched from Circle; nothing was recorded and Circle will retry. Check connectivity to [circle].base_url.",
+    ),
+    (
+        "CIRCLE_WEBHOOK_KEY_INVALID",
+        "The notification public key is not an ECDSA P-256 key; nothing was recorded. Report it with the daemon log.",
+    ),
+    (
+        "CIRCLE_WEBHOOK_SIGNATURE_INVALID",
+        "The webhook's X-Circle-Signature does not verify over the body: it was not sent by Circle, or was changed on the way; nothing was recorded.",
+    ),
+    (
+        "CIRCLE_WEBHOOK_SIGNATURE_MALFORMED",
+        "X-Circle-Signature must be base64 of a DER ECDSA P-256 signature; nothing was recorded.",
+    ),
+    (
+        "CIRCLE_WEBHOOK_BODY_INVALID",
+        "The webhook body is not a JSON notification; nothing was recorded.",
+    ),
+    (
+        "CIRCLE_WEBHOOK_NOTIFICATION_ID_INVALID",
+        "A notification's notificationId must be printable ASCII of at most 128 characters; nothing was recorded.",
+    ),
+    (
+        "CIRCLE_WEBHOOK_DUPLICATE",
+        "Nothing to change: this notification was already processed (Circle redelivers).",
+    ),
+    (
+        "CIRCLE_WEBHOOK_TEST",
+        "Nothing to change: Circle's test notification reached the gateway.",
+    ),
+    (
+        "CIRCLE_WEBHOOK_IGNORED",
+        "Nothing to change: the notification is not about a transfer of this gateway.",
+    ),
+    (
+        "CIRCLE_WEBHOOK_APPLIED",
+        "Nothing to change: the notification's state was recorded.",
+    ),
+    (
+        "CIRCLE_TRANSACTION_STATE_UNKNOWN",
+        "Circle reported a transaction state this version does not know; it was ignored and the transfer stays as it was. Upgrade trustos, and check the transfer with trustos payments.",
+    ),
+    (
+        "CIRCLE_API_KEY_MALFORMED",
+        "The [circle] API key must be TEST_API_KEY:ID:SECRET or LIVE_API_KEY:ID:SECRET, as Circle's console shows it.",
+    ),
+    (
+        "CIRCLE_API_KEY_WRONG_ENVIRONMENT",
+        "The API key belongs to another environment than [circle].environment: use a TEST_API_KEY key for testnet and a LIVE_API_KEY key for mainnet, or change environment.",
+    ),
+    (
+        "CIRCLE_ENTITY_SECRET_LENGTH",
+        "The entity secret is 64 hex digits (32 bytes, openssl rand -hex 32), registered with Circle.",
+    ),
+    (
+        "CIRCLE_ENTITY_SECRET_MALFORMED",
+        "The entity secret is 64 hex digits only: no 0x, spaces or other characters.",
+    ),
+    (
+        "CIRCLE_SECRET_FILE_PERMISSIONS",
+        "A Circle secret file must be readable by its owner only: chmod 600 it.",
+    ),
+    (
+        "CIRCLE_SECRET_FILE_UNREADABLE",
+        "The Circle secret file named in [circle] cannot be read; check the path (relative to $TRUSTOS_HOME) and its owner.",
+    ),
+    (
+        "CIRCLE_SECRET_ENV_MISSING",
+        "Set the environment variable [circle] names (api_key_env or entity_secret_env) for trustos serve.",
+    ),
+    (
+        "CIRCLE_CLIENT_CONFIG",
+        "Set [circle].base_url to an https:// URL (http:// only to a loopback host) without a query or user info.",
+    ),
+    (
+        "CIRCLE_HTTP",
+        "Circle could not be reached; check connectivity to [circle].base_url.",
+    ),
+    (
+        "CIRCLE_TIMEOUT",
+        "Circle did not answer in time; check connectivity to [circle].base_url, then reconcile with trustos payments.",
+    ),
+    (
+        "CIRCLE_UNAUTHORIZED",
+        "Circle refused the API key; check [circle]'s api key and its environment in Circle's console.",
+    ),
+    (
+        "CIRCLE_IDEMPOTENCY_CONFLICT",
+        "Circle already saw this decision's idempotency key with another request; the outcome is treated as unknown. Reconcile with trustos payments.",
+    ),
+    (
+        "CIRCLE_CIPHERTEXT_REUSED",
+        "Circle refused a reused entity secret ciphertext; the gateway makes a fresh one per request, so retry, and report it if it persists.",
+    ),
+    (
+        "CIRCLE_API_ERROR",
+        "Circle answered with an error; see the message and Circle's error codes, fix the request or the wallet, then retry.",
+    ),
+    (
+        "CIRCLE_RESPONSE_MALFORMED",
+        "Circle's answer was not what its API documents; the outcome is treated as unknown. Reconcile with trustos payments and report it.",
+    ),
+    (
+        "CIRCLE_PUBLIC_KEY_INVALID",
+        "Circle's entity public key could not be read as an RSA key; nothing was sent. Check [circle].base_url points at Circle.",
+    ),
+    (
+        "CIRCLE_CIPHERTEXT_FAILED",
+        "The entity secret ciphertext could not be made; nothing was sent. Retry, and report it if it persists.",
+    ),
+    (
+        "CIRCLE_AMOUNT_TOO_PRECISE",
+        "The amount has more decimals than the token; send integer base units of the token.",
+    ),
+    (
+        "CIRCLE_AMOUNT_MALFORMED",
+        "A Circle amount is a decimal string such as 1.5; Circle's answer or the stored transfer is malformed.",
+    ),
+    (
+        "CIRCLE_SIGN_FAILED",
+        "Circle did not sign the message with the wallet (refused, unreachable or an unknown wallet); nothing was paid. Check [circle].wallet_id and connectivity.",
+    ),
+    (
+        "CIRCLE_SIGNATURE_INVALID",
+        "Circle answered a signature that is not the wallet's signature of exactly this message; nothing was paid. Report it.",
+    ),
+    (
+        "CIRCLE_SIGN_OUTCOME_UNKNOWN",
+        "Circle gave no usable answer to a signing request, so it may have signed; nothing more is signed for this decision. Reconcile with trustos payments before retrying.",
+    ),
+    (
+        "X402_CHAIN_NETWORK_UNKNOWN",
+        "No chain RPC endpoint is configured for this network; add one to the gateway's chain configuration, or reconcile by hand.",
+    ),
+    (
+        "X402_CHAIN_CONFIG_INVALID",
+        "The chain RPC configuration is unusable (URL, network or TLS); fix it in gateway.toml.",
+    ),
+    (
+        "X402_CHAIN_UNAVAILABLE",
+        "The chain RPC node could not be reached or answered with an HTTP error; check the node, then reconcile again.",
+    ),
+    (
+        "X402_CHAIN_TIMEOUT",
+        "The chain RPC node did not answer in time; check the node, then reconcile again.",
+    ),
+    (
+        "X402_CHAIN_MISMATCH",
+        "The RPC node serves another chain than the network names; point the network at a node of that chain.",
+    ),
+    (
+        "X402_CHAIN_ANSWER_INVALID",
+        "The RPC node's answer is not a valid answer to the question; check the node, or use another.",
+    ),
+    (
+        "X402_CHAIN_RPC_ERROR",
+        "The RPC node answered with a JSON-RPC error; see the message and check the node.",
+    ),
+    (
+        "X402_RECORD_MALFORMED",
+        "A stored x402 payment attempt could not be read back; nothing was changed. See the daemon log.",
+    ),
 ];
 
 /// The remediation sentence of a reason code (custom `CUSTOM_*` codes get a generic one).
