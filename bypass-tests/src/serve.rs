@@ -47,8 +47,18 @@ impl Listening {
     ///
     /// When it cannot start or reports no address within [`TIMEOUT`] (it is then killed).
     pub fn start(home: &Path, env: &[(&str, &str)]) -> Result<Self, String> {
+        Self::start_on(home, "127.0.0.1:0", env)
+    }
+
+    /// [`Listening::start`] on `listen` (`127.0.0.1:PORT`), for a test that must name the
+    /// front's address before the daemon starts (a webhook sender configured first).
+    ///
+    /// # Errors
+    ///
+    /// As [`Listening::start`].
+    pub fn start_on(home: &Path, listen: &str, env: &[(&str, &str)]) -> Result<Self, String> {
         let mut child = Command::new(trustos_bin()?)
-            .args(["serve", "--listen", "127.0.0.1:0", "--home"])
+            .args(["serve", "--listen", listen, "--home"])
             .arg(home)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

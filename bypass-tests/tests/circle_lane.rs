@@ -1,0 +1,589 @@
+//! The Circle lane end to end: a real `trustos serve` with `[circle]` pointing at the W3S
+//! emulator (`trustos_adapters::testkit::circle::CircleEmulator`), whose webhooks go to the
+//! gateway's `/webhooks/circle`. The agent is a plain HTTP client with a bearer token that asks
+//! `POST /rails/circle/transfers`; it never holds Circle's credentials.
+//!
+//! What is checked, against what the emulator actually created:
+//! - a transfer completes (webhooks drive it) and its receipt verifies offline with
+//!   `trustos verify` and names the Circle transaction; `trustos payments` lists it settled;
+//! - `FAILED` and `DENIED` transfers are receipted failed and release the budget: a later
+//!   transfer that fits the budget only if they were released passes;
+//! - a transfer that reaches no final state in time is answered `unknown` (504), and retrying
+//!   the same request never creates a second transfer; once Circle completes it, a late webhook
+//!   records it and `trustos payments` shows it settled; a lost creation answer
+//!   (`TimeoutAfterCreate`) still makes one transfer only;
+//! - webhooks: a forged signature and an unknown key id are refused (401) and change nothing; a
+//!   replayed notification is acknowledged and not processed twice;
+//! - refusals with their codes, nothing sent to Circle: an amount with decimals, an amount over
+//!   the profile's cap, unknown fields, no token;
+//! - startup refuses a wrong-environment API key and a short entity secret with clear messages
+//!   that never show the secret.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bypass_tests::serve::{Listening, init_home};
+use bypass_tests::x402::{Profile, Route, token_entry};
+use bypass_tests::{TempDir, trustos_bin};
+use serde_json::{Value, json};
+use trustos_adapters::circle::TransactionState;
+use trustos_adapters::testkit::circle::{CircleEmulator, DEFAULT_WALLET_ID, EmulatorConfig, Fault};
+
+/// The agent's bearer token.
+const TOKEN: &str = "circle-lane-token-7c1f";
+/// The variables holding the gateway's Circle secrets (only the daemon gets them).
+const KEY_ENV: &str = "TRUSTOS_TEST_CIRCLE_API_KEY";
+const SECRET_ENV: &str = "TRUSTOS_TEST_CIRCLE_ENTITY_SECRET";
+/// Base Sepolia, as the profile allows it.
+const NETWORK: &str = "eip155:84532";
+/// A payee whose transfers complete.
+const PAYEE: &str = "0x1111111111111111111111111111111111111111";
+/// A payee whose transfers end FAILED.
+const FAILING: &str = "0x2222222222222222222222222222222222222222";
+/// A payee whose transfers end DENIED.
+const DENIED: &str = "0x3333333333333333333333333333333333333333";
+/// How long any exchange may take.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A free port on 127.0.0.1 (released for the daemon to bind).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The agent's profile: the Circle transfer tool is a paid route, USDC up to 50000 base units
+/// a transfer and `budget` a day.
+fn profile(budget: &str) -> Profile {
+    Profile {
+        budget: budget.to_owned(),
+        ..Profile::new(
+            "circle-lane",
+            "An agent that pays suppliers through the gateway's Circle wallet.",
+            ("acme", "buyer-bot"),
+            vec![Route::mcp("circle-transfer", "paid", "circle", "transfer")],
+        )
+    }
+}
+
+/// A status and a body.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn codes(&self) -> Vec<String> {
+        self.json()["reasons"]
+            .as_array()
+            .map(|reasons| {
+                reasons
+                    .iter()
+                    .filter_map(|r| r["code"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// One HTTP/1.1 exchange (`Connection: close`).
+fn http(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("no status");
+    Reply {
+        status,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// The emulator, and `trustos serve` with `[circle]` pointing at it.
+struct Lane {
+    /// First, so the daemon stops before its home is removed.
+    server: Listening,
+    emulator: CircleEmulator,
+    dir: TempDir,
+    home: PathBuf,
+}
+
+impl Lane {
+    fn start(label: &str, budget: &str, circle_extra: &str) -> Self {
+        let port = free_port();
+        let emulator = CircleEmulator::start(EmulatorConfig {
+            webhook_url: Some(format!("http://127.0.0.1:{port}/webhooks/circle")),
+            fail_destinations: HashSet::from([FAILING.to_owned()]),
+            deny_destinations: HashSet::from([DENIED.to_owned()]),
+            ..EmulatorConfig::default()
+        })
+        .unwrap();
+        let dir = TempDir::new(label).unwrap();
+        let home = init_home(&dir).unwrap();
+        std::fs::write(
+            home.join("profiles/default/profile.toml"),
+            profile(budget).toml(),
+        )
+        .unwrap();
+        let mut config = std::fs::read_to_string(home.join("gateway.toml")).unwrap();
+        config.push_str(&circle_table(&emulator, circle_extra));
+        config.push_str(&token_entry(TOKEN, "acme", "buyer-bot", None));
+        std::fs::write(home.join("gateway.toml"), config).unwrap();
+        let server = Listening::start_on(
+            &home,
+            &format!("127.0.0.1:{port}"),
+            &[
+                (KEY_ENV, emulator.api_key()),
+                (SECRET_ENV, emulator.entity_secret_hex()),
+            ],
+        )
+        .unwrap();
+        Self {
+            server,
+            emulator,
+            dir,
+            home,
+        }
+    }
+
+    fn transfer_with(&self, headers: &[(&str, &str)], body: &Value) -> Reply {
+        http(
+            self.server.addr(),
+            "/rails/circle/transfers",
+            headers,
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// Asks for `amount` to `payee`, with the agent's token.
+    fn transfer(&self, payee: &str, amount: &str) -> Reply {
+        let bearer = format!("Bearer {TOKEN}");
+        self.transfer_with(
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+            ],
+            &body(payee, amount),
+        )
+    }
+
+    /// Sends `amount` to `payee` on a thread, and drives the emulator: every transaction one
+    /// state on every 100 ms until the request is answered.
+    fn transfer_driven(&self, payee: &str, amount: &str) -> Reply {
+        std::thread::scope(|scope| {
+            let request = scope.spawn(|| self.transfer(payee, amount));
+            while !request.is_finished() {
+                std::thread::sleep(Duration::from_millis(100));
+                self.emulator.tick();
+            }
+            request.join().unwrap()
+        })
+    }
+
+    fn webhook(&self, body: &[u8], key_id: &str, signature: &str) -> Reply {
+        http(
+            self.server.addr(),
+            "/webhooks/circle",
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Circle-Key-Id", key_id),
+                ("X-Circle-Signature", signature),
+            ],
+            body,
+        )
+    }
+
+    /// `trustos verify` of a receipt with the gateway's JWKS: exit code and output.
+    fn verify(&self, jws: &str) -> (i32, String) {
+        let bin = trustos_bin().unwrap();
+        let jwks = Command::new(&bin)
+            .args(["jwks", "--key"])
+            .arg(self.home.join("keys/gateway.key.pem"))
+            .output()
+            .unwrap();
+        assert!(jwks.status.success());
+        let jwks_path = self.dir.join("jwks.json");
+        std::fs::write(&jwks_path, &jwks.stdout).unwrap();
+        let jws_path = self.dir.join("receipt.jws");
+        std::fs::write(&jws_path, jws).unwrap();
+        let out = Command::new(&bin)
+            .arg("verify")
+            .arg(&jws_path)
+            .arg("--jwks")
+            .arg(&jwks_path)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn payments(&self) -> (i32, Vec<Value>) {
+        bypass_tests::x402::payments(&self.home).unwrap()
+    }
+}
+
+/// `[circle]` for the emulator: secrets from the environment, testnet, the emulator's wallet,
+/// USDC on Base Sepolia, then `extra` lines.
+fn circle_table(emulator: &CircleEmulator, extra: &str) -> String {
+    format!(
+        "\n[circle]\nbase_url = \"{}\"\napi_key_env = \"{KEY_ENV}\"\nentity_secret_env = \"{SECRET_ENV}\"\n\
+         environment = \"testnet\"\nwallet_id = \"{DEFAULT_WALLET_ID}\"\nanswer_timeout_seconds = 5\n\
+         poll_interval_ms = 200\n{extra}\n\
+         [[circle.tokens]]\nnetwork = \"{NETWORK}\"\nasset = \"usdc\"\n\
+         token_id = \"5797fbd6-3795-519d-84ca-ec4c5f80c3b1\"\ndecimals = 6\n",
+        emulator.base_url()
+    )
+}
+
+fn body(payee: &str, amount: &str) -> Value {
+    json!({
+        "destination": payee,
+        "amount": amount,
+        "asset": "usdc",
+        "network": NETWORK,
+        "resource": "https://supplier.example/invoices/42",
+    })
+}
+
+/// The payload of a compact JWS.
+fn jws_payload(jws: &str) -> Value {
+    let payload = jws.split('.').nth(1).expect("not a compact JWS");
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    let mut bytes = Vec::new();
+    for c in payload.bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {c}"),
+        };
+        bits = (bits << 6) | u32::from(value);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            bytes.push(u8::try_from((bits >> count) & 0xff).unwrap());
+        }
+    }
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn a_transfer_completes_with_a_receipt_that_verifies_offline_and_names_the_transaction() {
+    let lane = Lane::start("circle-complete", "1000000", "");
+    let reply = lane.transfer_driven(PAYEE, "1500");
+    let answer = reply.json();
+    assert_eq!(reply.status, 200, "{answer}");
+    assert_eq!(answer["status"], "completed");
+    assert_eq!(answer["state"], "COMPLETE");
+    let transfers = lane.emulator.transfers();
+    assert_eq!(transfers.len(), 1);
+    let created = &transfers[0];
+    assert_eq!(answer["transactionId"], created.id.as_str());
+    assert_eq!(answer["txHash"].as_str(), created.tx_hash.as_deref());
+    assert_eq!(created.ref_id.as_deref(), answer["decisionId"].as_str());
+    assert_eq!(created.amounts, ["0.0015"]);
+    assert_eq!(created.destination_address, PAYEE);
+
+    let receipt = answer["receipt"].as_str().unwrap();
+    let (code, out) = lane.verify(receipt);
+    assert_eq!(code, 0, "{out}");
+    let payload = jws_payload(receipt);
+    assert_eq!(payload["status"], "completed", "{payload}");
+    assert_eq!(payload["settlement"]["rail"], "circle");
+    assert_eq!(payload["settlement"]["reference"], created.id.as_str());
+    assert_eq!(payload["settlement"]["amount"], "1500");
+    assert_eq!(payload["decisionId"], answer["decisionId"]);
+
+    let (code, attempts) = lane.payments();
+    assert_eq!(code, 0, "{attempts:?}");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["rail"], "circle");
+    assert_eq!(attempts[0]["state"], "settled");
+}
+
+#[test]
+fn failed_and_denied_transfers_release_the_budget() {
+    // 50000 a day: the third 20000 fits only if the failed and denied ones were released.
+    let lane = Lane::start("circle-release", "50000", "");
+    let failed = lane.transfer_driven(FAILING, "20000");
+    assert_eq!(failed.status, 502, "{}", failed.json());
+    assert_eq!(failed.json()["status"], "failed");
+    assert_eq!(failed.codes(), ["CIRCLE_TRANSFER_FAILED"]);
+    let (code, out) = lane.verify(failed.json()["receipt"].as_str().unwrap());
+    assert_eq!(code, 0, "{out}");
+
+    let denied = lane.transfer_driven(DENIED, "20000");
+    assert_eq!(denied.status, 502, "{}", denied.json());
+    assert_eq!(denied.codes(), ["CIRCLE_TRANSFER_DENIED"]);
+
+    let first = lane.transfer_driven(PAYEE, "20000");
+    assert_eq!(first.status, 200, "{}", first.json());
+    let second = lane.transfer_driven(PAYEE, "20000");
+    assert_eq!(second.status, 200, "{}", second.json());
+    // Now 40000 are spent: 20000 more is over the budget, refused before Circle is asked.
+    let over = lane.transfer_driven(PAYEE, "20000");
+    assert_eq!(over.status, 403, "{}", over.json());
+    assert_eq!(lane.emulator.transfers().len(), 4);
+
+    let (_, attempts) = lane.payments();
+    let states: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.iter().filter(|s| **s == "failed").count(), 2);
+    assert_eq!(states.iter().filter(|s| **s == "settled").count(), 2);
+}
+
+#[test]
+fn no_final_state_in_time_is_unknown_and_a_retry_never_sends_a_second_transfer() {
+    let lane = Lane::start("circle-unknown", "1000000", "");
+    let started = Instant::now();
+    let reply = lane.transfer(PAYEE, "3000");
+    assert_eq!(reply.status, 504, "{}", reply.json());
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    let answer = reply.json();
+    assert_eq!(answer["status"], "unknown");
+    assert_eq!(answer["state"], "INITIATED");
+    assert_eq!(reply.codes(), ["CIRCLE_TRANSFER_PENDING"]);
+    let payload = jws_payload(answer["receipt"].as_str().unwrap());
+    assert_eq!(payload["status"], "unknown");
+    assert!(payload.get("settlement").is_none_or(Value::is_null));
+
+    // The agent retries the same request: refused, nothing new at Circle.
+    let retry = lane.transfer(PAYEE, "3000");
+    assert_eq!(retry.status, 409, "{}", retry.json());
+    assert_eq!(retry.codes(), ["CIRCLE_TRANSFER_IN_DOUBT"]);
+    assert_eq!(lane.emulator.transfers().len(), 1);
+    let (code, attempts) = lane.payments();
+    assert_eq!(code, 1, "an open attempt: {attempts:?}");
+    assert_eq!(attempts[0]["reconcile"], "pending");
+
+    // Circle completes it later: the late webhook records it.
+    let id = answer["transactionId"].as_str().unwrap();
+    lane.emulator.advance_to(id, TransactionState::Complete);
+    lane.emulator.flush_webhooks();
+    let (code, attempts) = lane.payments();
+    assert_eq!(code, 0, "{attempts:?}");
+    assert_eq!(attempts[0]["state"], "settled");
+    // Known now: an equal transfer is a new payment.
+    let again = lane.transfer_driven(PAYEE, "3000");
+    assert_eq!(again.status, 200, "{}", again.json());
+    assert_eq!(lane.emulator.transfers().len(), 2);
+}
+
+#[test]
+fn a_lost_creation_answer_still_makes_one_transfer() {
+    let lane = Lane::start("circle-lost-answer", "1000000", "");
+    lane.emulator.set_fault(Fault::TimeoutAfterCreate);
+    let reply = lane.transfer_driven(PAYEE, "2500");
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    let transfers = lane.emulator.transfers();
+    assert_eq!(transfers.len(), 1, "{transfers:?}");
+    assert!(!transfers[0].answered);
+}
+
+#[test]
+fn forged_unknown_key_and_replayed_webhooks_change_nothing() {
+    let lane = Lane::start("circle-webhooks", "1000000", "");
+    lane.emulator.set_fault(Fault::DropWebhooks);
+    // No webhooks reach the gateway and nothing advances: the transfer ends unknown.
+    let reply = lane.transfer(PAYEE, "4000");
+    assert_eq!(reply.status, 504, "{}", reply.json());
+    let id = reply.json()["transactionId"].as_str().unwrap().to_owned();
+    lane.emulator.advance_to(&id, TransactionState::Complete);
+    let notes = lane.emulator.notifications();
+    let complete = notes
+        .iter()
+        .find(|n| n.transaction_id == id && n.state == TransactionState::Complete)
+        .unwrap();
+    let key_id = lane.emulator.notification_key_id().to_owned();
+
+    // A forged signature: the genuine one of another body.
+    let other = notes
+        .iter()
+        .find(|n| n.state != TransactionState::Complete)
+        .unwrap();
+    let forged = lane.webhook(&complete.body, &key_id, &other.signature);
+    assert_eq!(forged.status, 401);
+    assert_eq!(forged.json()["code"], "CIRCLE_WEBHOOK_SIGNATURE_INVALID");
+    // A tampered body under the genuine signature.
+    let tampered = String::from_utf8(complete.body.clone())
+        .unwrap()
+        .replace("COMPLETE", "FAILED");
+    let refused = lane.webhook(tampered.as_bytes(), &key_id, &complete.signature);
+    assert_eq!(refused.status, 401);
+    // An unknown key id.
+    let unknown = lane.webhook(
+        &complete.body,
+        "00000000-0000-4000-8000-000000000000",
+        &complete.signature,
+    );
+    assert_eq!(unknown.status, 401);
+    assert_eq!(unknown.json()["code"], "CIRCLE_WEBHOOK_KEY_UNKNOWN");
+    let malformed = lane.webhook(&complete.body, &key_id, "not base64!");
+    assert_eq!(malformed.status, 401);
+    assert_eq!(
+        malformed.json()["code"],
+        "CIRCLE_WEBHOOK_SIGNATURE_MALFORMED"
+    );
+    let unsigned = http(
+        lane.server.addr(),
+        "/webhooks/circle",
+        &[("Content-Type", "application/json")],
+        &complete.body,
+    );
+    assert_eq!(unsigned.status, 401);
+
+    // The genuine one is processed; its replay is acknowledged and not processed again.
+    let genuine = lane.webhook(&complete.body, &key_id, &complete.signature);
+    assert_eq!(genuine.status, 200, "{}", genuine.json());
+    assert_eq!(genuine.json()["code"], "CIRCLE_WEBHOOK_APPLIED");
+    let replay = lane.webhook(&complete.body, &key_id, &complete.signature);
+    assert_eq!(replay.status, 200);
+    assert_eq!(replay.json()["code"], "CIRCLE_WEBHOOK_DUPLICATE");
+    // Had the tampered FAILED been taken, the attempt would be failed for good.
+    let (code, attempts) = lane.payments();
+    assert_eq!(code, 0, "{attempts:?}");
+    assert_eq!(attempts[0]["state"], "settled");
+    assert_eq!(lane.emulator.transfers().len(), 1);
+}
+
+#[test]
+fn bad_requests_are_refused_before_circle_is_asked() {
+    let lane = Lane::start("circle-refusals", "1000000", "");
+    let bearer = format!("Bearer {TOKEN}");
+    let json_headers = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let decimals = lane.transfer(PAYEE, "1.5");
+    assert_eq!(decimals.status, 400);
+    assert_eq!(decimals.codes(), ["CIRCLE_AMOUNT_NOT_INTEGER"]);
+    let number = lane.transfer_with(&json_headers, &json!({"destination": PAYEE, "amount": 15, "asset": "usdc", "network": NETWORK, "resource": "r"}));
+    assert_eq!(number.codes(), ["CIRCLE_AMOUNT_NOT_STRING"]);
+    let over = lane.transfer(PAYEE, "50001");
+    assert_eq!(over.status, 403, "{}", over.json());
+    assert_eq!(over.codes(), ["CIRCLE_AMOUNT_ABOVE_POLICY"]);
+    assert!(over.json()["decision"].is_string(), "a signed deny");
+    let mut extra = body(PAYEE, "100");
+    extra["walletId"] = json!("someone-elses-wallet");
+    let unknown = lane.transfer_with(&json_headers, &extra);
+    assert_eq!(unknown.status, 400);
+    assert_eq!(unknown.codes(), ["CIRCLE_REQUEST_UNKNOWN_FIELD"]);
+    let token = lane.transfer_with(&[("Content-Type", "application/json")], &body(PAYEE, "100"));
+    assert_eq!(token.status, 401);
+    let wrong = lane.transfer_with(
+        &[
+            ("Authorization", "Bearer not-a-token"),
+            ("Content-Type", "application/json"),
+        ],
+        &body(PAYEE, "100"),
+    );
+    assert_eq!(wrong.status, 401);
+    let asset = lane.transfer_with(&json_headers, &json!({"destination": PAYEE, "amount": "100", "asset": "eurc", "network": NETWORK, "resource": "r"}));
+    assert_eq!(asset.status, 403);
+    assert_eq!(asset.codes(), ["CIRCLE_ASSET_UNKNOWN"]);
+    assert!(lane.emulator.transfers().is_empty());
+    let (code, attempts) = lane.payments();
+    assert_eq!((code, attempts.len()), (0, 0));
+}
+
+/// `trustos serve` with `[circle]` text and secrets `env`: its exit status and stderr.
+fn serve_fails(label: &str, circle: &str, env: &[(&str, &str)]) -> String {
+    let dir = TempDir::new(label).unwrap();
+    let home = init_home(&dir).unwrap();
+    let mut config = std::fs::read_to_string(home.join("gateway.toml")).unwrap();
+    config.push_str(circle);
+    std::fs::write(home.join("gateway.toml"), config).unwrap();
+    let mut cmd = Command::new(trustos_bin().unwrap());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--home"])
+        .arg(&home)
+        .envs(env.iter().copied());
+    let out = bypass_tests::output_with_timeout(cmd, TIMEOUT).unwrap();
+    assert!(!out.status.success(), "trustos serve started");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn startup_refuses_a_wrong_environment_key_and_a_short_entity_secret_without_showing_them() {
+    let emulator = CircleEmulator::start(EmulatorConfig::default()).unwrap();
+    let live_key = "LIVE_API_KEY:0f1e2d3c4b5a69788796a5b4c3d2e1f0:livesecretdonotprint42";
+    let out = serve_fails(
+        "circle-wrong-env",
+        &circle_table(&emulator, "").replace("\"testnet\"", "\"mainnet\""),
+        &[
+            (KEY_ENV, emulator.api_key()),
+            (SECRET_ENV, emulator.entity_secret_hex()),
+        ],
+    );
+    assert!(out.contains("CIRCLE_API_KEY_WRONG_ENVIRONMENT"), "{out}");
+    assert!(
+        out.contains("[circle]") && out.contains("environment"),
+        "{out}"
+    );
+    assert!(!out.contains("emulatorsecret"), "{out}");
+    let out = serve_fails(
+        "circle-live-key",
+        &circle_table(&emulator, ""),
+        &[
+            (KEY_ENV, live_key),
+            (SECRET_ENV, emulator.entity_secret_hex()),
+        ],
+    );
+    assert!(out.contains("CIRCLE_API_KEY_WRONG_ENVIRONMENT"), "{out}");
+    assert!(!out.contains("livesecretdonotprint42"), "{out}");
+    let short = &emulator.entity_secret_hex()[..40];
+    let out = serve_fails(
+        "circle-short-secret",
+        &circle_table(&emulator, ""),
+        &[(KEY_ENV, emulator.api_key()), (SECRET_ENV, short)],
+    );
+    assert!(out.contains("CIRCLE_ENTITY_SECRET_LENGTH"), "{out}");
+    assert!(out.contains("entity_secret_env"), "{out}");
+    assert!(!out.contains(short), "{out}");
+}
