@@ -142,6 +142,11 @@ struct Lane {
 
 impl Lane {
     fn start(label: &str, budget: &str, circle_extra: &str) -> Self {
+        Self::start_with(label, &profile(budget).toml(), circle_extra)
+    }
+
+    /// [`Lane::start`] with the profile's TOML given.
+    fn start_with(label: &str, profile_toml: &str, circle_extra: &str) -> Self {
         let port = free_port();
         let emulator = CircleEmulator::start(EmulatorConfig {
             webhook_url: Some(format!("http://127.0.0.1:{port}/webhooks/circle")),
@@ -152,11 +157,7 @@ impl Lane {
         .unwrap();
         let dir = TempDir::new(label).unwrap();
         let home = init_home(&dir).unwrap();
-        std::fs::write(
-            home.join("profiles/default/profile.toml"),
-            profile(budget).toml(),
-        )
-        .unwrap();
+        std::fs::write(home.join("profiles/default/profile.toml"), profile_toml).unwrap();
         let mut config = std::fs::read_to_string(home.join("gateway.toml")).unwrap();
         config.push_str(&circle_table(&emulator, circle_extra));
         config.push_str(&token_entry(TOKEN, "acme", "buyer-bot", None));
@@ -586,4 +587,18 @@ fn startup_refuses_a_wrong_environment_key_and_a_short_entity_secret_without_sho
     assert!(out.contains("CIRCLE_ENTITY_SECRET_LENGTH"), "{out}");
     assert!(out.contains("entity_secret_env"), "{out}");
     assert!(!out.contains(short), "{out}");
+}
+
+#[test]
+fn shadow_mode_never_moves_money() {
+    // Over the daily budget: denied, which shadow mode lets pass; a payment never does.
+    let shadow = profile("500")
+        .toml()
+        .replace("paid = \"hard\"", "paid = \"shadow\"");
+    assert!(shadow.contains("paid = \"shadow\""));
+    let lane = Lane::start_with("circle-shadow", &shadow, "");
+    let reply = lane.transfer(PAYEE, "1000");
+    assert_eq!(reply.status, 403, "{}", reply.json());
+    assert_eq!(reply.codes(), ["PAYMENT_NOT_ALLOWED"]);
+    assert!(lane.emulator.transfers().is_empty());
 }
