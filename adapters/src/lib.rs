@@ -15,6 +15,7 @@ pub mod conformance;
 pub mod ledger;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod transport;
 pub mod x402;
 
 use trustos_kernel::objects::{PaymentTerms, RequestFingerprint};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use trustos_adapters::conformance::circle::CircleUnderTest;
 use trustos_adapters::conformance::x402::X402UnderTest;
 use trustos_adapters::conformance::{
-    AdapterReport, CHECKS, Gate, KernelGate, TaskCrasher, run_suite,
+    AdapterReport, CHECKS, Gate, KernelGate, RailUnderTest, TaskCrasher, run_suite,
 };
 use trustos_adapters::ledger::MemoryLedger;
 
@@ -22,9 +22,8 @@ fn assert_all_passed(report: &AdapterReport) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn circle_passes_every_check() {
-    let rail = Arc::new(CircleUnderTest::start().expect("emulator starts"));
+async fn run<R: RailUnderTest>(rail: R) -> AdapterReport {
+    let rail = Arc::new(rail);
     let gate: Arc<dyn Gate> = Arc::new(KernelGate::new());
     let crasher = TaskCrasher::new(Arc::clone(&rail), Arc::clone(&gate));
     let report = run_suite(rail, gate, Arc::new(MemoryLedger::new()), &crasher).await;
@@ -34,20 +33,15 @@ async fn circle_passes_every_check() {
             outcome.check, outcome.passed, outcome.millis, outcome.detail
         );
     }
-    assert_all_passed(&report);
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circle_passes_every_check() {
+    assert_all_passed(&run(CircleUnderTest::start().expect("emulator starts")).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x402_passes_every_check() {
-    let rail = Arc::new(X402UnderTest::start().expect("emulator starts"));
-    let gate: Arc<dyn Gate> = Arc::new(KernelGate::new());
-    let crasher = TaskCrasher::new(Arc::clone(&rail), Arc::clone(&gate));
-    let report = run_suite(rail, gate, Arc::new(MemoryLedger::new()), &crasher).await;
-    for outcome in &report.checks {
-        eprintln!(
-            "{} {} {}ms: {}",
-            outcome.check, outcome.passed, outcome.millis, outcome.detail
-        );
-    }
-    assert_all_passed(&report);
+    assert_all_passed(&run(X402UnderTest::start().expect("emulator starts")).await);
 }

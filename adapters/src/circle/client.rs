@@ -52,11 +52,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, StatusCode, Uri};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use rustls::{ClientConfig, RootCertStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -346,8 +341,7 @@ impl CircleError {
     }
 }
 
-/// The HTTP client type: http and https, HTTP/1.1, bodies sent whole.
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+use crate::transport::HttpClient;
 
 /// A client of Circle's W3S API for one API key and entity secret.
 pub struct CircleClient {
@@ -385,28 +379,10 @@ impl CircleClient {
         if let Some(expected) = options.expected_environment {
             api_key.expect_environment(expected)?;
         }
-        let roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|error| CircleError::Config {
-                reason: format!("TLS configuration: {error}"),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT.min(options.request_timeout)));
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
+        let http = crate::transport::https_client(CONNECT_TIMEOUT.min(options.request_timeout))
+            .map_err(|reason| CircleError::Config { reason })?;
         Ok(Self {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http,
             base_url,
             api_key,
             entity_secret,
@@ -451,7 +427,6 @@ impl CircleClient {
         &self,
         request: &TransferRequest,
     ) -> Result<TransferCreated, CircleError> {
-        let public_key = self.entity_public_key().await?;
         let mut body = json!({
             "idempotencyKey": request.idempotency_key,
             "walletId": request.wallet_id,
@@ -463,6 +438,21 @@ impl CircleClient {
         if let (Some(ref_id), Some(object)) = (&request.ref_id, body.as_object_mut()) {
             object.insert("refId".into(), json!(ref_id));
         }
+        let value = self
+            .post_with_ciphertext("/v1/w3s/developer/transactions/transfer", body)
+            .await?;
+        parse_created(&value)
+    }
+
+    /// POSTs `body` to `path` with a fresh entity secret ciphertext on every attempt, retrying
+    /// transport errors, timeouts, `429` and `5xx` (the caller's idempotency key, or the nature
+    /// of the request, makes a retry safe); the answer's JSON.
+    async fn post_with_ciphertext(
+        &self,
+        path: &str,
+        mut body: Value,
+    ) -> Result<Value, CircleError> {
+        let public_key = self.entity_public_key().await?;
         let mut attempt = 0;
         loop {
             let ciphertext =
@@ -472,18 +462,18 @@ impl CircleClient {
             }
             let bytes =
                 Zeroizing::new(serde_json::to_vec(&body).map_err(|_| CircleError::Config {
-                    reason: "transfer request not serializable".into(),
+                    reason: "request not serializable".into(),
                 })?);
             let result = self
                 .send(
                     Method::POST,
-                    "/v1/w3s/developer/transactions/transfer",
+                    path,
                     Some(Bytes::copy_from_slice(&bytes)),
                     &ciphertext,
                 )
                 .await;
             match result {
-                Ok(value) => return parse_created(&value),
+                Ok(value) => return Ok(value),
                 Err(error) if error.is_retryable() && attempt < self.options.max_retries => {
                     tokio::time::sleep(self.backoff(attempt)).await;
                     attempt += 1;
@@ -517,7 +507,6 @@ impl CircleClient {
         typed_data_json: &str,
         memo: Option<&str>,
     ) -> Result<String, CircleError> {
-        let public_key = self.entity_public_key().await?;
         let mut body = json!({
             "walletId": wallet_id,
             "data": typed_data_json,
@@ -525,41 +514,13 @@ impl CircleClient {
         if let (Some(memo), Some(object)) = (memo, body.as_object_mut()) {
             object.insert("memo".into(), json!(memo));
         }
-        let mut attempt = 0;
-        loop {
-            let ciphertext =
-                Zeroizing::new(entity_secret_ciphertext(&self.entity_secret, &public_key)?);
-            if let Some(object) = body.as_object_mut() {
-                object.insert("entitySecretCiphertext".into(), json!(ciphertext.as_str()));
-            }
-            let bytes =
-                Zeroizing::new(serde_json::to_vec(&body).map_err(|_| CircleError::Config {
-                    reason: "sign request not serializable".into(),
-                })?);
-            let result = self
-                .send(
-                    Method::POST,
-                    "/v1/w3s/developer/sign/typedData",
-                    Some(Bytes::copy_from_slice(&bytes)),
-                    &ciphertext,
-                )
-                .await;
-            match result {
-                Ok(value) => {
-                    return value
-                        .pointer("/data/signature")
-                        .and_then(Value::as_str)
-                        .filter(|signature| signature.starts_with("0x"))
-                        .map(str::to_owned)
-                        .ok_or_else(|| malformed("no data.signature 0x string"));
-                }
-                Err(error) if error.is_retryable() && attempt < self.options.max_retries => {
-                    tokio::time::sleep(self.backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        self.post_with_ciphertext("/v1/w3s/developer/sign/typedData", body)
+            .await?
+            .pointer("/data/signature")
+            .and_then(Value::as_str)
+            .filter(|signature| signature.starts_with("0x"))
+            .map(str::to_owned)
+            .ok_or_else(|| malformed("no data.signature 0x string"))
     }
 
     /// One transaction (`GET /v1/w3s/transactions/{id}`).

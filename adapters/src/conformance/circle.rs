@@ -243,47 +243,13 @@ impl Drop for CircleUnderTest {
     }
 }
 
-#[async_trait::async_trait]
-impl Rail for CircleUnderTest {
-    type A = CircleAdapter;
-
-    fn adapter(&self) -> &CircleAdapter {
-        self.rail.adapter()
-    }
-
-    fn allowances(&self) -> Allowances {
-        self.rail.allowances()
-    }
-
-    fn payment_request(&self, case: &PaymentCase) -> Result<CircleTransferIntent, AdapterError> {
-        self.rail.payment_request(case)
-    }
-
-    fn other_payee_request(
-        &self,
-        case: &PaymentCase,
-    ) -> Result<CircleTransferIntent, AdapterError> {
-        self.rail.other_payee_request(case)
-    }
-
-    async fn execute(&self, decision_id: &str, created: TransferCreated) -> SettlementReport {
-        self.rail.execute(decision_id, created).await
-    }
-
-    async fn recover(
-        &self,
-        ledger: &dyn PaymentLedger,
-        decision_id: &str,
-    ) -> Result<Option<AttemptRecord>, AdapterError> {
-        self.rail.recover(ledger, decision_id).await
-    }
-
-    fn settlement(&self, case: &PaymentCase, record: &AttemptRecord) -> Settlement {
-        self.rail.settlement(case, record)
-    }
-}
-
 impl RailUnderTest for CircleUnderTest {
+    type Rail = CircleRail;
+
+    fn rail(&self) -> &CircleRail {
+        &self.rail
+    }
+
     fn name(&self) -> &'static str {
         crate::circle::adapter::RAIL
     }

@@ -181,7 +181,13 @@ pub struct Movement {
 }
 
 /// A rail and its emulator: what moved, and faults.
-pub trait RailUnderTest: Rail {
+pub trait RailUnderTest: Send + Sync + 'static {
+    /// The gateway's side.
+    type Rail: Rail;
+
+    /// The gateway's side of the rail.
+    fn rail(&self) -> &Self::Rail;
+
     /// The rail's name in the matrix (`x402`, `circle`).
     fn name(&self) -> &'static str;
 
@@ -407,13 +413,13 @@ async fn decision_required<R: RailUnderTest>(
     gate: &dyn Gate,
     ledger: &dyn PaymentLedger,
 ) -> CheckResult {
-    let adapter = rail.adapter();
+    let adapter = rail.rail().adapter();
     let before = rail.movements().len();
     let case = PaymentCase::fresh("nodecision", 1_000).map_err(text)?;
     let terms = adapter
         .prepare(
-            &rail.payment_request(&case).map_err(text)?,
-            &rail.allowances(),
+            &rail.rail().payment_request(&case).map_err(text)?,
+            &rail.rail().allowances(),
         )
         .map_err(text)?;
 
@@ -486,12 +492,15 @@ async fn terms_bound<R: RailUnderTest>(
     gate: &dyn Gate,
     ledger: &dyn PaymentLedger,
 ) -> CheckResult {
-    let adapter = rail.adapter();
+    let adapter = rail.rail().adapter();
     let before = rail.movements().len();
     let case = PaymentCase::fresh("terms", 1_000).map_err(text)?;
-    let allowances = rail.allowances();
+    let allowances = rail.rail().allowances();
     let terms = adapter
-        .prepare(&rail.payment_request(&case).map_err(text)?, &allowances)
+        .prepare(
+            &rail.rail().payment_request(&case).map_err(text)?,
+            &allowances,
+        )
         .map_err(text)?;
     let decision = allow(gate, adapter, &terms, &case).map_err(text)?;
     let request = case.request().map_err(text)?;
@@ -501,10 +510,13 @@ async fn terms_bound<R: RailUnderTest>(
         ..case.clone()
     };
     let variants = [
-        ("amount+1", rail.payment_request(&more).map_err(text)?),
+        (
+            "amount+1",
+            rail.rail().payment_request(&more).map_err(text)?,
+        ),
         (
             "other payee",
-            rail.other_payee_request(&case).map_err(text)?,
+            rail.rail().other_payee_request(&case).map_err(text)?,
         ),
     ];
     for (what, variant) in variants {
@@ -548,13 +560,14 @@ async fn concurrent_retries<R: RailUnderTest>(
 ) -> CheckResult {
     let case = PaymentCase::fresh("concurrent", 2_500).map_err(text)?;
     let terms = rail
+        .rail()
         .adapter()
         .prepare(
-            &rail.payment_request(&case).map_err(text)?,
-            &rail.allowances(),
+            &rail.rail().payment_request(&case).map_err(text)?,
+            &rail.rail().allowances(),
         )
         .map_err(text)?;
-    let decision = Arc::new(allow(gate, rail.adapter(), &terms, &case).map_err(text)?);
+    let decision = Arc::new(allow(gate, rail.rail().adapter(), &terms, &case).map_err(text)?);
     let terms = Arc::new(terms);
     let request = Arc::new(case.request().map_err(text)?);
     let mut tasks = tokio::task::JoinSet::new();
@@ -569,11 +582,15 @@ async fn concurrent_retries<R: RailUnderTest>(
         tasks.spawn(async move {
             let at = now()?;
             let authorization = rail
+                .rail()
                 .adapter()
                 .authorize(&*ledger, &decision, &request, &terms, at)
                 .await?;
-            let report = rail.execute(&decision_id, authorization).await;
-            rail.adapter().report(&*ledger, &decision_id, &report).await
+            let report = rail.rail().execute(&decision_id, authorization).await;
+            rail.rail()
+                .adapter()
+                .report(&*ledger, &decision_id, &report)
+                .await
         });
     }
     let (mut authorized, mut already, mut other) = (0, 0, Vec::new());
@@ -658,6 +675,7 @@ async fn crash_recovery<R: RailUnderTest>(rail: &R, crasher: &dyn Crasher) -> Ch
             return Err(format!("{}: {} movements", case.decision_id, moved.len()));
         }
         match rail
+            .rail()
             .recover(&*ledger, &case.decision_id)
             .await
             .map_err(text)?
@@ -745,7 +763,7 @@ async fn unknown_not_repaid<R: RailUnderTest>(
     gate: &dyn Gate,
     ledger: &dyn PaymentLedger,
 ) -> CheckResult {
-    let adapter = rail.adapter();
+    let adapter = rail.rail().adapter();
     let mut found = Vec::new();
     for (what, fault) in [
         ("answer lost after money moved", true),
@@ -757,7 +775,7 @@ async fn unknown_not_repaid<R: RailUnderTest>(
         } else {
             rail.fail_next_call();
         }
-        let first = pay_once(rail, gate, ledger, &case).await;
+        let first = pay_once(rail.rail(), gate, ledger, &case).await;
         rail.clear_faults();
         let state = match &first {
             Ok(record) => record.state,
@@ -776,8 +794,8 @@ async fn unknown_not_repaid<R: RailUnderTest>(
         // The agent retries the same decision: refused, nothing sent.
         let terms = adapter
             .prepare(
-                &rail.payment_request(&case).map_err(text)?,
-                &rail.allowances(),
+                &rail.rail().payment_request(&case).map_err(text)?,
+                &rail.rail().allowances(),
             )
             .map_err(text)?;
         let decision = allow(gate, adapter, &terms, &case).map_err(text)?;
@@ -805,7 +823,8 @@ async fn unknown_not_repaid<R: RailUnderTest>(
             }
         }
         let moved_before = movements_for(rail, &case.decision_id).len();
-        rail.recover(ledger, &case.decision_id)
+        rail.rail()
+            .recover(ledger, &case.decision_id)
             .await
             .map_err(text)?;
         let moved = movements_for(rail, &case.decision_id);
@@ -832,7 +851,9 @@ async fn receipt_reference<R: RailUnderTest>(
     const PAYMENTS: u32 = 5;
     for n in 0..PAYMENTS {
         let case = PaymentCase::fresh("receipt", 900 + u128::from(n)).map_err(text)?;
-        let record = pay_once(rail, gate, ledger, &case).await.map_err(text)?;
+        let record = pay_once(rail.rail(), gate, ledger, &case)
+            .await
+            .map_err(text)?;
         if record.state != AttemptState::Settled {
             return Err(format!("payment ended {}", record.state.as_str()));
         }
@@ -841,7 +862,7 @@ async fn receipt_reference<R: RailUnderTest>(
             return Err(format!("{} movements", moved.len()));
         };
         same_reference(&record, movement)?;
-        let settlement = rail.settlement(&case, &record);
+        let settlement = rail.rail().settlement(&case, &record);
         let jws = gate
             .receipt(&case, settlement.clone())
             .await
@@ -950,11 +971,6 @@ where
         .await?
     {
         Reconciliation::NoAttempt => Ok(None),
-        Reconciliation::Known(record) | Reconciliation::Expired(record)
-            if matches!(record.state, AttemptState::Settled | AttemptState::Failed) =>
-        {
-            Ok(Some(record))
-        }
         Reconciliation::Known(record) | Reconciliation::Expired(record) => Ok(Some(record)),
         Reconciliation::Resubmit(record) => {
             resubmit(record).await?;
@@ -967,13 +983,13 @@ where
 
 /// A [`Crasher`] that pays in a task of this process and aborts it: the ledger (shared, in
 /// memory) survives as a store's committed writes would.
-pub struct TaskCrasher<R: Rail> {
+pub struct TaskCrasher<R: RailUnderTest> {
     rail: Arc<R>,
     gate: Arc<dyn Gate>,
     ledger: Arc<MemoryLedger>,
 }
 
-impl<R: Rail> TaskCrasher<R> {
+impl<R: RailUnderTest> TaskCrasher<R> {
     /// Pays through `rail` with decisions from `gate`.
     pub fn new(rail: Arc<R>, gate: Arc<dyn Gate>) -> Self {
         Self {
@@ -985,7 +1001,7 @@ impl<R: Rail> TaskCrasher<R> {
 }
 
 #[async_trait::async_trait]
-impl<R: Rail> Crasher for TaskCrasher<R> {
+impl<R: RailUnderTest> Crasher for TaskCrasher<R> {
     async fn run_killed(
         &self,
         _spec: &RailSpec,
@@ -999,7 +1015,7 @@ impl<R: Rail> Crasher for TaskCrasher<R> {
         );
         let case = case.clone();
         let task = tokio::spawn(async move {
-            let _ = pay_once(&*rail, &*gate, &*ledger, &case).await;
+            let _ = pay_once(rail.rail(), &*gate, &*ledger, &case).await;
         });
         let started = Instant::now();
         let mut task = task;

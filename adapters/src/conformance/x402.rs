@@ -227,44 +227,13 @@ impl X402UnderTest {
     }
 }
 
-#[async_trait::async_trait]
-impl Rail for X402UnderTest {
-    type A = X402Adapter;
-
-    fn adapter(&self) -> &X402Adapter {
-        self.rail.adapter()
-    }
-
-    fn allowances(&self) -> Allowances {
-        self.rail.allowances()
-    }
-
-    fn payment_request(&self, case: &PaymentCase) -> Result<PaymentRequired, AdapterError> {
-        self.rail.payment_request(case)
-    }
-
-    fn other_payee_request(&self, case: &PaymentCase) -> Result<PaymentRequired, AdapterError> {
-        self.rail.other_payee_request(case)
-    }
-
-    async fn execute(&self, decision_id: &str, payment: X402Payment) -> SettlementReport {
-        self.rail.execute(decision_id, payment).await
-    }
-
-    async fn recover(
-        &self,
-        ledger: &dyn PaymentLedger,
-        decision_id: &str,
-    ) -> Result<Option<AttemptRecord>, AdapterError> {
-        self.rail.recover(ledger, decision_id).await
-    }
-
-    fn settlement(&self, case: &PaymentCase, record: &AttemptRecord) -> Settlement {
-        self.rail.settlement(case, record)
-    }
-}
-
 impl RailUnderTest for X402UnderTest {
+    type Rail = X402Rail;
+
+    fn rail(&self) -> &X402Rail {
+        &self.rail
+    }
+
     fn name(&self) -> &'static str {
         crate::x402::RAIL
     }

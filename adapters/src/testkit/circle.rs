@@ -131,7 +131,6 @@ use base64::engine::general_purpose::STANDARD;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use rsa::pkcs8::DecodePrivateKey as _;
@@ -406,9 +405,7 @@ struct Shared {
 /// The running emulator; stops when dropped.
 pub struct CircleEmulator {
     shared: Arc<Shared>,
-    base_url: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<std::thread::JoinHandle<()>>,
+    server: super::LocalServer,
 }
 
 impl CircleEmulator {
@@ -464,58 +461,14 @@ impl CircleEmulator {
             other_key,
         });
 
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| EmulatorError(format!("bind 127.0.0.1:0: {e}")))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| EmulatorError(format!("nonblocking listener: {e}")))?;
-        let base_url = format!(
-            "http://{}",
-            listener
-                .local_addr()
-                .map_err(|e| EmulatorError(format!("local address: {e}")))?
-        );
-        let (shutdown, mut shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let server_shared = Arc::clone(&shared);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| EmulatorError(format!("tokio runtime: {e}")))?;
-        let server = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                loop {
-                    tokio::select! {
-                        _ = &mut shutdown_rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let shared = Arc::clone(&server_shared);
-                            tokio::spawn(async move {
-                                let service = hyper::service::service_fn(move |request| {
-                                    handle(Arc::clone(&shared), request)
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        Ok(Self {
-            shared,
-            base_url,
-            shutdown: Some(shutdown),
-            server: Some(server),
-        })
+        let server =
+            super::LocalServer::start(Arc::clone(&shared), handle).map_err(EmulatorError)?;
+        Ok(Self { shared, server })
     }
 
     /// `http://127.0.0.1:<port>`, without a trailing slash.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        self.server.base_url()
     }
 
     /// The accepted API key.
@@ -702,17 +655,6 @@ impl CircleEmulator {
             .send(Outgoing::Flush(done));
         if sent.is_ok() {
             let _ = wait.recv_timeout(Duration::from_secs(5));
-        }
-    }
-}
-
-impl Drop for CircleEmulator {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
         }
     }
 }

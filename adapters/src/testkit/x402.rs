@@ -87,7 +87,6 @@ use alloy_primitives::{B256, U256, hex, keccak256};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -258,9 +257,7 @@ impl Shared {
 /// The running emulator; stops when dropped.
 pub struct X402Emulator {
     shared: Arc<Shared>,
-    base_url: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<std::thread::JoinHandle<()>>,
+    server: super::LocalServer,
 }
 
 impl X402Emulator {
@@ -289,63 +286,19 @@ impl X402Emulator {
                 answer_delay: None,
             }),
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| EmulatorError(format!("bind 127.0.0.1:0: {e}")))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| EmulatorError(format!("nonblocking listener: {e}")))?;
-        let base_url = format!(
-            "http://{}",
-            listener
-                .local_addr()
-                .map_err(|e| EmulatorError(format!("local address: {e}")))?
-        );
-        let (shutdown, mut shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let server_shared = Arc::clone(&shared);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| EmulatorError(format!("tokio runtime: {e}")))?;
-        let server = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                loop {
-                    tokio::select! {
-                        _ = &mut shutdown_rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let shared = Arc::clone(&server_shared);
-                            tokio::spawn(async move {
-                                let service = hyper::service::service_fn(move |request| {
-                                    handle(Arc::clone(&shared), request)
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        Ok(Self {
-            shared,
-            base_url,
-            shutdown: Some(shutdown),
-            server: Some(server),
-        })
+        let server =
+            super::LocalServer::start(Arc::clone(&shared), handle).map_err(EmulatorError)?;
+        Ok(Self { shared, server })
     }
 
     /// `http://127.0.0.1:<port>`, the facilitator's base URL, without a trailing slash.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        self.server.base_url()
     }
 
     /// The JSON-RPC endpoint, `<base>/rpc`.
     pub fn rpc_url(&self) -> String {
-        format!("{}/rpc", self.base_url)
+        format!("{}/rpc", self.server.base_url())
     }
 
     /// The CAIP-2 network served, `eip155:<chain id>`.
@@ -424,7 +377,12 @@ impl X402Emulator {
         payment_payload_json: &str,
         requirement_json: &str,
     ) -> Result<SettleAnswer, EmulatorError> {
-        settle(&self.base_url, payment_payload_json, requirement_json).await
+        settle(
+            self.server.base_url(),
+            payment_payload_json,
+            requirement_json,
+        )
+        .await
     }
 
     /// POSTs `/verify` as a resource server does; see [`verify`].
@@ -433,18 +391,12 @@ impl X402Emulator {
         payment_payload_json: &str,
         requirement_json: &str,
     ) -> Result<SettleAnswer, EmulatorError> {
-        verify(&self.base_url, payment_payload_json, requirement_json).await
-    }
-}
-
-impl Drop for X402Emulator {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
+        verify(
+            self.server.base_url(),
+            payment_payload_json,
+            requirement_json,
+        )
+        .await
     }
 }
 

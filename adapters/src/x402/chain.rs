@@ -43,7 +43,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use alloy_primitives::{B256, hex, keccak256};
@@ -51,11 +51,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
 use hyper::{Method, Request, Uri};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use rustls::{ClientConfig, RootCertStore};
 use serde_json::{Value, json};
 use trustos_kernel::timestamp::Timestamp;
 
@@ -235,7 +230,7 @@ struct Endpoint {
 
 /// An EVM JSON-RPC client, one endpoint per CAIP-2 network.
 pub struct ChainReader {
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: crate::transport::HttpClient,
     endpoints: HashMap<String, Endpoint>,
     options: ChainReaderOptions,
     /// Networks whose `eth_chainId` has been checked.
@@ -282,28 +277,10 @@ impl ChainReader {
                 });
             }
         }
-        let roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|error| ChainError::Config {
-                reason: format!("TLS configuration: {error}"),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT.min(options.request_timeout)));
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
+        let http = crate::transport::https_client(CONNECT_TIMEOUT.min(options.request_timeout))
+            .map_err(|reason| ChainError::Config { reason })?;
         Ok(Self {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http,
             endpoints: configured,
             options,
             checked: Mutex::new(HashSet::new()),
