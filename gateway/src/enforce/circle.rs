@@ -28,10 +28,11 @@
 //!
 //! **Webhooks** ([`Enforcer::circle_webhook`]) are authenticated by their signature only:
 //! `X-Circle-Signature` over the raw body under the key `X-Circle-Key-Id` names, fetched from
-//! Circle once and cached. A verified notification is de-duplicated on its `notificationId`;
-//! `transactions.*` notifications find their attempt by `refId` and either wake the waiting
-//! request or, after its `unknown` receipt, record the late final state in the ledger (so
-//! `trustos payments` shows it). States only move forward (`TransactionState::may_follow`).
+//! Circle once and cached. A verified notification is de-duplicated on its `notificationId` (a
+//! redelivery of one whose processing failed is processed again); `transactions.*`
+//! notifications find their attempt by `refId` and either wake the waiting request or, after its
+//! `unknown` receipt, record the late final state in the ledger (so `trustos payments` shows
+//! it). States only move forward (`TransactionState::may_follow`).
 //!
 //! The API key and the entity secret live in the adapter's client, which never shows them in
 //! `Debug`, errors or logs; nothing here copies them.
@@ -93,6 +94,8 @@ pub struct CirclePayer {
     /// Transfers being decided or executed, by what they send (see [`transfer_key`]).
     in_flight: Mutex<HashSet<String>>,
     deduper: Mutex<NotificationDeduper>,
+    /// Notification ids seen whose processing failed: their redelivery is processed.
+    unfinished: Mutex<HashSet<String>>,
     keys: Mutex<KeyCache>,
 }
 
@@ -188,6 +191,7 @@ impl CirclePayer {
             waiting: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
             deduper: Mutex::new(NotificationDeduper::new(DEDUP_CAPACITY)),
+            unfinished: Mutex::new(HashSet::new()),
             keys: Mutex::new(KeyCache::default()),
         })
     }
@@ -935,6 +939,8 @@ impl Enforcer {
             .unwrap_or_default();
         match lock(&payer.deduper).observe(notification_id) {
             Ok(Delivery::FirstSeen) => {}
+            // A redelivery of one whose processing failed (503) is processed again.
+            Ok(Delivery::Duplicate) if lock(&payer.unfinished).remove(notification_id) => {}
             Ok(Delivery::Duplicate) => {
                 return WebhookAnswer::new(200, "CIRCLE_WEBHOOK_DUPLICATE", "already processed");
             }
@@ -985,7 +991,14 @@ impl Enforcer {
                 "state delivered to the waiting transfer",
             );
         }
-        self.apply_late(payer, ref_id, observed).await
+        let answer = self.apply_late(payer, ref_id, observed).await;
+        if answer.status >= 500 {
+            let mut unfinished = lock(&payer.unfinished);
+            if unfinished.len() < KEY_CACHE_CAPACITY {
+                unfinished.insert(notification_id.to_owned());
+            }
+        }
+        answer
     }
 
     /// A notification for an attempt nobody waits for: a final state updates the ledger (a
