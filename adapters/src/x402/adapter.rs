@@ -392,21 +392,19 @@ impl Adapter for X402Adapter {
             let signature = self.signer.sign_transfer(&domain, &authorization).await?;
             record.authorization =
                 payload_json(terms, &authorization, &signature, payment_id.as_deref())?;
-            // Durable before the signature leaves: one attempt per decision, one use per nonce.
-            // Both writes are submitted together so the store's group commit makes them durable
-            // in one sync. Safe in either order: the nonce belongs to this decision alone, so an
-            // earlier attempt of the same decision already holds it, and a claim made by a
-            // refused duplicate blocks nothing else.
-            let (created, claimed) = tokio::join!(
-                ledger.create_attempt(&record),
-                ledger.claim_replay_key(RAIL, &replay_key, valid_before, now)
-            );
-            if let AttemptClaim::Existing(existing) = created? {
+            // Durable before the signature leaves: one attempt per decision, then one use per
+            // nonce. In this order: of concurrent retries of one decision only the one that
+            // created the attempt claims the nonce. (Submitted together, a refused duplicate
+            // could take the nonce first and leave the decision's own attempt unpayable.)
+            if let AttemptClaim::Existing(existing) = ledger.create_attempt(&record).await? {
                 return Err(AdapterError::AlreadyAuthorized {
                     decision_id: decision_id.to_owned(),
                     state: existing.state.as_str(),
                 });
             }
+            let claimed = ledger
+                .claim_replay_key(RAIL, &replay_key, valid_before, now)
+                .await;
             return finish(ledger, record, claimed?, terms, payment_id).await;
         }
 
