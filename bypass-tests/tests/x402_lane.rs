@@ -26,6 +26,9 @@
 //!   token's EIP-712 name that is not its own: each a signed deny with its reason code, and no
 //!   payment header ever reaches the API nor any attempt the ledger (`trustos payments`);
 //!   a paid retry answered with 402 again is signed once, never twice, and stays `unknown`;
+//! - the Circle/x402 lane: with `[x402] signer = "circle"` a Circle developer-controlled wallet
+//!   (the W3S emulator's) signs the authorization, the gateway holds no payer key, and the
+//!   reference facilitator settles exactly one payment from the wallet's address;
 //! - the answer's `Trust-*` headers come only from the gateway, never from the upstream, and
 //!   the agent's gateway token never reaches the upstream.
 //!
@@ -49,8 +52,9 @@ use reference::{
     TEST_PAYER_KEY, base64_decode, base64_encode, decode_header_json, http_request, reference_sign,
 };
 use serde_json::{Value, json};
+use trustos_adapters::testkit::circle::{CircleEmulator, EmulatorConfig as CircleEmulatorConfig};
 use trustos_adapters::x402::evm::{
-    B256, TokenDomain, TransferAuthorization, U256, nonce_for_decision, parse_address,
+    B256, TokenDomain, TransferAuthorization, U256, checksum, nonce_for_decision, parse_address,
     recover_signer,
 };
 
@@ -100,17 +104,30 @@ struct Lane {
 impl Lane {
     /// Everything up, with `profile` and extra `[x402]` / `gateway.toml` text.
     fn start(label: &str, profile: &Profile, x402_extra: &str, config_extra: &str) -> Self {
+        Self::start_with(
+            label,
+            profile,
+            &x402_table(x402_extra),
+            config_extra,
+            &[(KEY_ENV, TEST_PAYER_KEY)],
+        )
+    }
+
+    /// [`Lane::start`] with the whole `[x402]` text and the daemon's environment given.
+    fn start_with(
+        label: &str,
+        profile: &Profile,
+        x402: &str,
+        config_extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let facilitator = Facilitator::start().unwrap();
         let api = PaidApi::start(&facilitator.url).unwrap();
         let dir = TempDir::new(label).unwrap();
         let home = init_home(&dir).unwrap();
         std::fs::write(home.join("profiles/default/profile.toml"), profile.toml()).unwrap();
         let mut config = std::fs::read_to_string(home.join("gateway.toml")).unwrap();
-        config.push_str(&format!(
-            "\n[http.paid]\nurl = \"{}\"\n\n{}",
-            api.url,
-            x402_table(x402_extra)
-        ));
+        config.push_str(&format!("\n[http.paid]\nurl = \"{}\"\n\n{}", api.url, x402));
         config.push_str(&token_entry(TOKEN, "acme", "research-bot", None));
         config.push_str(&token_entry(
             LIMITED_TOKEN,
@@ -121,7 +138,7 @@ impl Lane {
         config.push_str(&token_entry(STRANGER_TOKEN, "acme", "stranger", None));
         config.push_str(config_extra);
         std::fs::write(home.join("gateway.toml"), config).unwrap();
-        let server = Listening::start(&home, &[(KEY_ENV, TEST_PAYER_KEY)]).unwrap();
+        let server = Listening::start(&home, env).unwrap();
         Self {
             server,
             facilitator,
@@ -442,6 +459,57 @@ fn a_new_user_pays_for_weather_and_reports_through_the_lane() {
     // A path that normalizes to a paid one is paid like it.
     let dotted = lane.get("/http/paid/free/../weather", &[]);
     lane.assert_pays(&dotted, WEATHER_PRICE, 3);
+}
+
+/// The Circle/x402 lane: `[x402] signer = "circle"` — a Circle developer-controlled wallet
+/// (the W3S emulator's, whose key is the test payer's) signs the authorization; the gateway
+/// holds no payer key. The reference facilitator settles exactly one payment from the wallet.
+#[test]
+fn a_circle_wallet_signs_the_payment_and_the_reference_facilitator_settles_it() {
+    let circle = CircleEmulator::start(CircleEmulatorConfig::default()).unwrap();
+    let (wallet_id, wallet) = circle.default_wallet().unwrap();
+    let x402 = format!(
+        "[x402]\nsigner = \"circle\"\ncircle_wallet_id = \"{wallet_id}\"\n\
+         circle_wallet_address = \"{}\"\n\n\
+         [circle]\nbase_url = \"{}\"\napi_key_env = \"CIRCLE_KEY\"\n\
+         entity_secret_env = \"CIRCLE_SECRET\"\nenvironment = \"testnet\"\nwallet_id = \"{wallet_id}\"\n\
+         [[circle.tokens]]\nnetwork = \"eip155:84532\"\nasset = \"usdc\"\n\
+         token_id = \"5797fbd6-3795-519d-84ca-ec4c5f80c3b1\"\ndecimals = 6\n",
+        checksum(&wallet),
+        circle.base_url()
+    );
+    let lane = Lane::start_with(
+        "x402-circle-signer",
+        &lane_profile(),
+        &x402,
+        "",
+        &[
+            ("CIRCLE_KEY", circle.api_key()),
+            ("CIRCLE_SECRET", circle.entity_secret_hex()),
+        ],
+    );
+    assert_eq!(checksum(&wallet), TEST_PAYER_ADDRESS);
+
+    let weather = lane.get("/http/paid/weather", &[]);
+    let settled = lane.assert_pays(&weather, WEATHER_PRICE, 1);
+    assert_eq!(
+        settled["paymentPayload"]["payload"]["authorization"]["from"]
+            .as_str()
+            .map(str::to_ascii_lowercase),
+        Some(TEST_PAYER_ADDRESS.to_ascii_lowercase())
+    );
+    assert_eq!(
+        circle.typed_data_signatures().len(),
+        1,
+        "one signature asked of Circle"
+    );
+
+    // Circle refuses to sign (every ciphertext is single-use; a wallet that cannot sign):
+    // nothing is paid, the call is refused with the rail's code.
+    drop(circle);
+    let refused = lane.get("/http/paid/weather", &[]);
+    assert_ne!(refused.status, 200, "{}", refused.text());
+    assert_eq!(lane.settled().len(), 1, "no second settlement");
 }
 
 #[test]

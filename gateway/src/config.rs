@@ -241,6 +241,28 @@ pub struct X402Config {
     /// Tokens besides Circle's USDC.
     #[serde(default)]
     pub assets: Vec<X402AssetConfig>,
+    /// Who signs authorizations: `key` (the local key above, the default) or `circle` (a Circle
+    /// developer-controlled wallet through `[circle]`'s credentials; no key in the gateway).
+    #[serde(default)]
+    pub signer: X402SignerKind,
+    /// With `signer = "circle"`: the wallet's id.
+    #[serde(default)]
+    pub circle_wallet_id: Option<String>,
+    /// With `signer = "circle"`: the wallet's EVM address (every signature is checked to
+    /// recover to it).
+    #[serde(default)]
+    pub circle_wallet_address: Option<String>,
+}
+
+/// `[x402].signer`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum X402SignerKind {
+    /// The local secp256k1 key of `key_file` or `key_env`.
+    #[default]
+    Key,
+    /// A Circle developer-controlled wallet (`POST /v1/w3s/developer/sign/typedData`).
+    Circle,
 }
 
 /// A token the x402 rail may pay in.
@@ -456,10 +478,33 @@ impl GatewayConfig {
                 ));
             }
         }
-        if let Some(x402) = &config.x402
-            && x402.key_file.is_some() == x402.key_env.is_some()
-        {
-            return Err("[x402] needs exactly one of `key_file` or `key_env`".to_owned());
+        if let Some(x402) = &config.x402 {
+            match x402.signer {
+                X402SignerKind::Key if x402.key_file.is_some() == x402.key_env.is_some() => {
+                    return Err("[x402] needs exactly one of `key_file` or `key_env`".to_owned());
+                }
+                X402SignerKind::Circle if x402.key_file.is_some() || x402.key_env.is_some() => {
+                    return Err(
+                        "[x402] signer = \"circle\" signs with a Circle wallet: remove `key_file` / `key_env`"
+                            .to_owned(),
+                    );
+                }
+                X402SignerKind::Circle
+                    if x402.circle_wallet_id.is_none() || x402.circle_wallet_address.is_none() =>
+                {
+                    return Err(
+                        "[x402] signer = \"circle\" needs `circle_wallet_id` and `circle_wallet_address`"
+                            .to_owned(),
+                    );
+                }
+                X402SignerKind::Circle if config.circle.is_none() => {
+                    return Err(
+                        "[x402] signer = \"circle\" needs a [circle] section for the API key and entity secret"
+                            .to_owned(),
+                    );
+                }
+                _ => {}
+            }
         }
         if let Some(circle) = &config.circle {
             circle.check()?;
@@ -543,6 +588,32 @@ mod tests {
             "[circle]\napi_key_env = \"K\"\nentity_secret_env = \"S\"\nwallet_id = \"w-1\"\n{extra}\n\
              [[circle.tokens]]\nnetwork = \"eip155:84532\"\nasset = \"usdc\"\ntoken_id = \"t-1\"\ndecimals = 6\n"
         )
+    }
+
+    #[test]
+    fn an_x402_circle_signer_needs_its_wallet_and_the_circle_section_and_no_key() {
+        let wallet = "signer = \"circle\"\ncircle_wallet_id = \"w-1\"\n\
+                      circle_wallet_address = \"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266\"\n";
+        let config = GatewayConfig::parse(&format!("[x402]\n{wallet}\n{}", circle(""))).unwrap();
+        assert_eq!(config.x402.unwrap().signer, X402SignerKind::Circle);
+
+        let refusals = [
+            (format!("[x402]\n{wallet}"), "needs a [circle] section"),
+            (
+                format!("[x402]\n{wallet}key_env = \"K\"\n{}", circle("")),
+                "remove `key_file` / `key_env`",
+            ),
+            (
+                format!("[x402]\nsigner = \"circle\"\n{}", circle("")),
+                "needs `circle_wallet_id` and `circle_wallet_address`",
+            ),
+            ("[x402]\nsigner = \"hsm\"\n".to_owned(), "signer"),
+            ("[x402]\n".to_owned(), "exactly one of `key_file` or `key_env`"),
+        ];
+        for (text, says) in refusals {
+            let err = GatewayConfig::parse(&text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

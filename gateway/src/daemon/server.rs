@@ -91,7 +91,8 @@ pub async fn open(home: &Home) -> Result<Daemon, DaemonError> {
     };
     let mut enforcer = Enforcer::new(key, store, profile, approvers, settings);
     if let Some(x402) = &config.x402 {
-        let payer = Payer::from_config(x402, home.root()).map_err(setup("[x402]"))?;
+        let payer = Payer::from_config(x402, config.circle.as_ref(), home.root())
+            .map_err(setup("[x402]"))?;
         tracing::info!(payer = %payer.address(), "x402 payer ready");
         enforcer = enforcer.with_payer(payer);
     }

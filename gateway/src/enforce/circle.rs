@@ -114,58 +114,66 @@ impl std::fmt::Debug for CirclePayer {
 #[error("{0}")]
 pub struct CirclePayerError(String);
 
+/// The W3S client `[circle]` describes: its API key and entity secret from the files (relative to
+/// `home`, owner-only) or environment variables it names, the key's environment checked. Shared
+/// by the transfer rail and by `[x402] signer = "circle"`.
+pub fn circle_client(config: &CircleConfig, home: &Path) -> Result<CircleClient, CirclePayerError> {
+    let fail = |field: &str, code: &str, err: &dyn std::fmt::Display| {
+        CirclePayerError(format!("[circle] {field}: {err} ({code})"))
+    };
+    let api_key = match (&config.api_key_file, &config.api_key_env) {
+        (Some(file), None) => ApiKey::from_file(&home.join(file))
+            .map_err(|err| fail("api_key_file", err.reason_code(), &err))?,
+        (None, Some(name)) => {
+            ApiKey::from_env(name).map_err(|err| fail("api_key_env", err.reason_code(), &err))?
+        }
+        _ => {
+            return Err(CirclePayerError(
+                "[circle] needs exactly one of api_key_file or api_key_env".into(),
+            ));
+        }
+    };
+    let expected = config.environment.map(|name| match name {
+        CircleEnvironmentName::Testnet => CircleEnvironment::Testnet,
+        CircleEnvironmentName::Mainnet => CircleEnvironment::Mainnet,
+    });
+    if let Some(expected) = expected
+        && api_key.environment() != expected
+    {
+        return Err(CirclePayerError(format!(
+            "[circle] environment = \"{expected}\", but the API key is a {} key ({}…): use a {} key, or set environment = \"{}\" (CIRCLE_API_KEY_WRONG_ENVIRONMENT)",
+            api_key.environment(),
+            api_key.environment().api_key_prefix(),
+            expected.api_key_prefix(),
+            api_key.environment(),
+        )));
+    }
+    let entity_secret = match (&config.entity_secret_file, &config.entity_secret_env) {
+        (Some(file), None) => EntitySecret::from_file(&home.join(file))
+            .map_err(|err| fail("entity_secret_file", err.reason_code(), &err))?,
+        (None, Some(name)) => EntitySecret::from_env(name)
+            .map_err(|err| fail("entity_secret_env", err.reason_code(), &err))?,
+        _ => {
+            return Err(CirclePayerError(
+                "[circle] needs exactly one of entity_secret_file or entity_secret_env".into(),
+            ));
+        }
+    };
+    let answer_timeout = Duration::from_secs(config.answer_timeout_seconds.max(1));
+    let options = ClientOptions {
+        request_timeout: answer_timeout.min(Duration::from_secs(30)),
+        expected_environment: expected,
+        ..ClientOptions::default()
+    };
+    CircleClient::new(&config.base_url, api_key, entity_secret, options)
+        .map_err(|err| fail("base_url", err.reason_code(), &err))
+}
+
 impl CirclePayer {
     /// The rail `gateway.toml`'s `[circle]` describes; secrets come from the files (relative to
     /// `home`, owner-only) or environment variables it names.
     pub fn from_config(config: &CircleConfig, home: &Path) -> Result<Self, CirclePayerError> {
-        let fail = |field: &str, code: &str, err: &dyn std::fmt::Display| {
-            CirclePayerError(format!("[circle] {field}: {err} ({code})"))
-        };
-        let api_key = match (&config.api_key_file, &config.api_key_env) {
-            (Some(file), None) => ApiKey::from_file(&home.join(file))
-                .map_err(|err| fail("api_key_file", err.reason_code(), &err))?,
-            (None, Some(name)) => ApiKey::from_env(name)
-                .map_err(|err| fail("api_key_env", err.reason_code(), &err))?,
-            _ => {
-                return Err(CirclePayerError(
-                    "[circle] needs exactly one of api_key_file or api_key_env".into(),
-                ));
-            }
-        };
-        let expected = config.environment.map(|name| match name {
-            CircleEnvironmentName::Testnet => CircleEnvironment::Testnet,
-            CircleEnvironmentName::Mainnet => CircleEnvironment::Mainnet,
-        });
-        if let Some(expected) = expected
-            && api_key.environment() != expected
-        {
-            return Err(CirclePayerError(format!(
-                "[circle] environment = \"{expected}\", but the API key is a {} key ({}…): use a {} key, or set environment = \"{}\" (CIRCLE_API_KEY_WRONG_ENVIRONMENT)",
-                api_key.environment(),
-                api_key.environment().api_key_prefix(),
-                expected.api_key_prefix(),
-                api_key.environment(),
-            )));
-        }
-        let entity_secret = match (&config.entity_secret_file, &config.entity_secret_env) {
-            (Some(file), None) => EntitySecret::from_file(&home.join(file))
-                .map_err(|err| fail("entity_secret_file", err.reason_code(), &err))?,
-            (None, Some(name)) => EntitySecret::from_env(name)
-                .map_err(|err| fail("entity_secret_env", err.reason_code(), &err))?,
-            _ => {
-                return Err(CirclePayerError(
-                    "[circle] needs exactly one of entity_secret_file or entity_secret_env".into(),
-                ));
-            }
-        };
-        let answer_timeout = Duration::from_secs(config.answer_timeout_seconds.max(1));
-        let options = ClientOptions {
-            request_timeout: answer_timeout.min(Duration::from_secs(30)),
-            expected_environment: expected,
-            ..ClientOptions::default()
-        };
-        let client = CircleClient::new(&config.base_url, api_key, entity_secret, options)
-            .map_err(|err| fail("base_url", err.reason_code(), &err))?;
+        let client = circle_client(config, home)?;
         let tokens: Vec<CircleToken> = config
             .tokens
             .iter()
@@ -186,7 +194,7 @@ impl CirclePayer {
             wallet_id: config.wallet_id.clone(),
             wallet_address: config.wallet_address.clone(),
             tokens,
-            answer_timeout,
+            answer_timeout: Duration::from_secs(config.answer_timeout_seconds.max(1)),
             poll_interval: Duration::from_millis(config.poll_interval_ms.max(50)),
             waiting: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),

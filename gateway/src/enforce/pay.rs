@@ -14,11 +14,13 @@
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use trustos_adapters::circle::wallet_signer::CircleWalletSigner;
 use trustos_adapters::x402::assets::{AssetRegistry, KnownAsset};
 use trustos_adapters::x402::evm::{EvmSigner, checksum, parse_address};
+use trustos_adapters::x402::signer::PaymentSigner;
 use trustos_adapters::x402::wire::PaymentRequired;
 use trustos_adapters::x402::{X402Adapter, X402Terms};
 use trustos_adapters::{Adapter, AdapterError, Allowances, SettlementReport};
@@ -28,11 +30,47 @@ use trustos_kernel::objects::{Amount, Settlement};
 use trustos_kernel::timestamp::Timestamp;
 use trustos_kernel::verify::Verifier;
 
+use super::circle::circle_client;
 use super::{
     CallEnd, CallPayment, EnforceError, Enforcer, IssuedReceipt, Reason, ToolCall, Verdict, now,
 };
-use crate::config::X402Config;
+use crate::config::{CircleConfig, X402Config, X402SignerKind};
 use crate::policy::Compiled;
+
+/// The local payer key of `[x402]`: from `key_file` (owner-only) or `key_env`.
+fn local_signer(config: &X402Config, home: &Path) -> Result<EvmSigner, PayerError> {
+    let secret = match (&config.key_file, &config.key_env) {
+        (Some(file), None) => {
+            let path = home.join(file);
+            let mode = std::fs::metadata(&path)
+                .map_err(|err| PayerError(format!("[x402] key_file {}: {err}", path.display())))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(PayerError(format!(
+                    "[x402] key_file {} can be read by other users (mode {:o}): chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                )));
+            }
+            std::fs::read_to_string(&path)
+                .map_err(|err| PayerError(format!("[x402] key_file {}: {err}", path.display())))?
+        }
+        (None, Some(variable)) => std::env::var(variable).map_err(|_| {
+            PayerError(format!(
+                "[x402] key_env: the variable {variable} is not set"
+            ))
+        })?,
+        _ => {
+            return Err(PayerError(
+                "[x402] needs exactly one of key_file or key_env".into(),
+            ));
+        }
+    };
+    // The error names the source and the reason code, never the secret.
+    EvmSigner::from_hex(&secret)
+        .map_err(|err| PayerError(format!("[x402] payer key: {}", err.reason_code())))
+}
 
 /// The gateway's x402 payer: the adapter (with the key) and the profile-independent limits.
 pub struct Payer {
@@ -59,41 +97,34 @@ pub struct PayerError(String);
 impl Payer {
     /// The payer `gateway.toml`'s `[x402]` describes; the key comes from the file or the
     /// environment variable it names.
-    pub fn from_config(config: &X402Config, home: &Path) -> Result<Self, PayerError> {
-        let secret = match (&config.key_file, &config.key_env) {
-            (Some(file), None) => {
-                let path = home.join(file);
-                let mode = std::fs::metadata(&path)
-                    .map_err(|err| {
-                        PayerError(format!("[x402] key_file {}: {err}", path.display()))
-                    })?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    return Err(PayerError(format!(
-                        "[x402] key_file {} can be read by other users (mode {:o}): chmod 600 it",
-                        path.display(),
-                        mode & 0o777
-                    )));
-                }
-                std::fs::read_to_string(&path).map_err(|err| {
-                    PayerError(format!("[x402] key_file {}: {err}", path.display()))
-                })?
-            }
-            (None, Some(variable)) => std::env::var(variable).map_err(|_| {
-                PayerError(format!(
-                    "[x402] key_env: the variable {variable} is not set"
+    pub fn from_config(
+        config: &X402Config,
+        circle: Option<&CircleConfig>,
+        home: &Path,
+    ) -> Result<Self, PayerError> {
+        let signer: Arc<dyn PaymentSigner> = match config.signer {
+            X402SignerKind::Key => Arc::new(local_signer(config, home)?),
+            X402SignerKind::Circle => {
+                let (Some(circle), Some(wallet_id), Some(address)) = (
+                    circle,
+                    &config.circle_wallet_id,
+                    &config.circle_wallet_address,
+                ) else {
+                    return Err(PayerError(
+                        "[x402] signer = \"circle\" needs [circle], circle_wallet_id and circle_wallet_address".into(),
+                    ));
+                };
+                let address = parse_address(address)
+                    .map_err(|err| PayerError(format!("[x402] circle_wallet_address: {err}")))?;
+                let client =
+                    circle_client(circle, home).map_err(|err| PayerError(err.to_string()))?;
+                Arc::new(CircleWalletSigner::new(
+                    Arc::new(client),
+                    wallet_id.clone(),
+                    address,
                 ))
-            })?,
-            _ => {
-                return Err(PayerError(
-                    "[x402] needs exactly one of key_file or key_env".into(),
-                ));
             }
         };
-        // The error names the source and the reason code, never the secret.
-        let signer = EvmSigner::from_hex(&secret)
-            .map_err(|err| PayerError(format!("[x402] payer key: {}", err.reason_code())))?;
         let extra = config
             .assets
             .iter()
@@ -110,7 +141,7 @@ impl Payer {
             })
             .collect::<Result<Vec<_>, PayerError>>()?;
         Ok(Self::new(
-            X402Adapter::new(signer, AssetRegistry::with_defaults(extra)),
+            X402Adapter::with_signer(signer, AssetRegistry::with_defaults(extra)),
             config.max_timeout_seconds,
             config.answer_timeout_seconds.max(1).saturating_mul(1000),
         ))
@@ -470,19 +501,19 @@ mod tests {
         let path = dir.join("x402.key");
         std::fs::write(&path, HARDHAT_0).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let open = Payer::from_config(&config("x402.key"), &dir)
+        let open = Payer::from_config(&config("x402.key"), None, &dir)
             .unwrap_err()
             .to_string();
         assert!(open.contains("chmod 600"), "{open}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let payer = Payer::from_config(&config("x402.key"), &dir).unwrap();
+        let payer = Payer::from_config(&config("x402.key"), None, &dir).unwrap();
         assert_eq!(
             payer.address(),
             "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
         );
         assert!(!format!("{payer:?}").contains("ac0974bec39a17e36"));
         std::fs::write(&path, "0xnot-a-key-ac0974bec39a17e36ba4").unwrap();
-        let bad = Payer::from_config(&config("x402.key"), &dir)
+        let bad = Payer::from_config(&config("x402.key"), None, &dir)
             .unwrap_err()
             .to_string();
         assert!(bad.contains("X402_SIGNER_KEY_INVALID"), "{bad}");
