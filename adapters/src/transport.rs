@@ -38,3 +38,52 @@ pub(crate) fn https_client(connect_timeout: Duration) -> Result<HttpClient, Stri
         .wrap_connector(tcp);
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
+
+/// Why an [`exchange`] failed.
+#[derive(Debug)]
+pub(crate) enum ExchangeError {
+    /// Connect, TLS, or the request/response exchange itself; the whole error chain.
+    Transport(String),
+    /// The body could not be read whole (or exceeded the limit).
+    Body(String),
+    /// No whole answer within the timeout.
+    Timeout,
+}
+
+/// Sends `request` and reads the whole answer, at most `limit` body bytes, within `timeout`.
+pub(crate) async fn exchange(
+    http: &HttpClient,
+    request: hyper::Request<Full<Bytes>>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(hyper::StatusCode, Bytes), ExchangeError> {
+    use http_body_util::{BodyExt as _, Limited};
+    let exchange = async {
+        let response = http
+            .request(request)
+            .await
+            .map_err(|error| ExchangeError::Transport(error_chain(&error)))?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|error| ExchangeError::Body(format!("reading the response body: {error}")))?
+            .to_bytes();
+        Ok((status, bytes))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ExchangeError::Timeout)?
+}
+
+/// `error` and every source under it, `: `-separated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut reason = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        reason.push_str(": ");
+        reason.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    reason
+}

@@ -204,3 +204,44 @@ pub fn payments(home: &Path) -> Result<(i32, Vec<Value>), String> {
         other => Err(format!("trustos payments --json: not an array: {other}")),
     }
 }
+
+/// `trustos verify` of the compact JWS `jws` with the JWKS `trustos jwks` makes of `home`'s
+/// gateway key, as anyone verifying a receipt offline would: the exit code and everything it
+/// printed. `scratch` is a directory for the two files it writes.
+///
+/// # Errors
+///
+/// When `trustos jwks` or `trustos verify` cannot run, or the files cannot be written.
+pub fn verify_offline(home: &Path, scratch: &Path, jws: &str) -> Result<(i32, String), String> {
+    let bin = trustos_bin()?;
+    let mut jwks = Command::new(&bin);
+    jwks.args(["jwks", "--key"])
+        .arg(home.join("keys/gateway.key.pem"));
+    let jwks = crate::output_with_timeout(jwks, TIMEOUT)?;
+    if !jwks.status.success() {
+        return Err(format!(
+            "trustos jwks failed: {}",
+            String::from_utf8_lossy(&jwks.stderr)
+        ));
+    }
+    let jwks_path = scratch.join("jwks.json");
+    std::fs::write(&jwks_path, &jwks.stdout)
+        .map_err(|e| format!("{}: {e}", jwks_path.display()))?;
+    let jws_path = scratch.join("object.jws");
+    std::fs::write(&jws_path, jws).map_err(|e| format!("{}: {e}", jws_path.display()))?;
+    let mut verify = Command::new(&bin);
+    verify
+        .arg("verify")
+        .arg(&jws_path)
+        .arg("--jwks")
+        .arg(&jwks_path);
+    let out = crate::output_with_timeout(verify, TIMEOUT)?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}

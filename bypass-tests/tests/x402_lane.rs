@@ -242,32 +242,7 @@ impl Lane {
     /// `trustos verify` on a compact JWS, with the gateway's JWKS from `trustos jwks`: the exit
     /// code and stdout.
     fn verify(&self, jws: &str) -> (i32, String) {
-        let bin = trustos_bin().unwrap();
-        let jwks = Command::new(&bin)
-            .args(["jwks", "--key"])
-            .arg(self.home.join("keys/gateway.key.pem"))
-            .output()
-            .unwrap();
-        assert!(jwks.status.success());
-        let jwks_path = self.dir.join("jwks.json");
-        std::fs::write(&jwks_path, &jwks.stdout).unwrap();
-        let jws_path = self.dir.join("object.jws");
-        std::fs::write(&jws_path, jws).unwrap();
-        let out = Command::new(&bin)
-            .arg("verify")
-            .arg(&jws_path)
-            .arg("--jwks")
-            .arg(&jwks_path)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        bypass_tests::x402::verify_offline(&self.home, self.dir.path(), jws).unwrap()
     }
 }
 

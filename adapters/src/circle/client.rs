@@ -49,7 +49,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, StatusCode, Uri};
 use serde::Deserialize;
@@ -341,7 +341,7 @@ impl CircleError {
     }
 }
 
-use crate::transport::HttpClient;
+use crate::transport::{ExchangeError, HttpClient};
 
 /// A client of Circle's W3S API for one API key and entity secret.
 pub struct CircleClient {
@@ -619,27 +619,17 @@ impl CircleClient {
             })?;
 
         let timeout = self.options.request_timeout;
-        let exchange = async {
-            let response = self
-                .http
-                .request(request)
+        let (status, bytes) =
+            crate::transport::exchange(&self.http, request, MAX_RESPONSE_BYTES, timeout)
                 .await
-                .map_err(|error| transport(&error))?;
-            let status = response.status();
-            let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|error| CircleError::Http {
-                    reason: format!("reading the response body: {error}"),
-                })?
-                .to_bytes();
-            Ok::<_, CircleError>((status, bytes))
-        };
-        let (status, bytes) = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| CircleError::Timeout {
-                timeout_ms: timeout.as_millis(),
-            })??;
+                .map_err(|error| match error {
+                    ExchangeError::Transport(reason) | ExchangeError::Body(reason) => {
+                        CircleError::Http { reason }
+                    }
+                    ExchangeError::Timeout => CircleError::Timeout {
+                        timeout_ms: timeout.as_millis(),
+                    },
+                })?;
 
         if status.is_success() {
             return serde_json::from_slice(&bytes)
@@ -708,17 +698,6 @@ fn check_base_url(base_url: &str) -> Result<String, CircleError> {
 }
 
 /// A transport error, with its source chain (hyper's errors carry no request content).
-fn transport(error: &hyper_util::client::legacy::Error) -> CircleError {
-    let mut reason = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        reason.push_str(": ");
-        reason.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    CircleError::Http { reason }
-}
-
 /// Maps a non-`2xx` answer in Circle's `{"code", "message"}` format (or anything else).
 fn error_from_answer(status: StatusCode, body: &[u8], scrub: &[&str]) -> CircleError {
     #[derive(Deserialize)]

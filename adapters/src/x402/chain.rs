@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use alloy_primitives::{B256, hex, keccak256};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
 use hyper::{Method, Request, Uri};
 use serde_json::{Value, json};
@@ -58,6 +58,7 @@ use super::evm::{Address, parse_address};
 use super::wire::ExactEvmAuthorization;
 use super::{RAIL, X402Adapter, networks};
 use crate::ledger::{AttemptRecord, PaymentLedger};
+use crate::transport::ExchangeError;
 use crate::{Adapter, AdapterError, Reconciliation, SettlementReport, record_report};
 
 /// The event signature of EIP-3009's `AuthorizationUsed`.
@@ -434,29 +435,17 @@ impl ChainReader {
                 reason: "request could not be built".to_owned(),
             })?;
         let timeout = self.options.request_timeout;
-        let exchange = async {
-            let response =
-                self.http
-                    .request(request)
-                    .await
-                    .map_err(|error| ChainError::Unavailable {
-                        reason: transport_reason(&error),
-                    })?;
-            let status = response.status();
-            let bytes = Limited::new(response.into_body(), MAX_RPC_RESPONSE_BYTES)
-                .collect()
+        let (status, bytes) =
+            crate::transport::exchange(&self.http, request, MAX_RPC_RESPONSE_BYTES, timeout)
                 .await
-                .map_err(|error| ChainError::Unavailable {
-                    reason: format!("reading the response body: {error}"),
-                })?
-                .to_bytes();
-            Ok::<_, ChainError>((status, bytes))
-        };
-        let (status, bytes) = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| ChainError::Timeout {
-                timeout_ms: timeout.as_millis(),
-            })??;
+                .map_err(|error| match error {
+                    ExchangeError::Transport(reason) | ExchangeError::Body(reason) => {
+                        ChainError::Unavailable { reason }
+                    }
+                    ExchangeError::Timeout => ChainError::Timeout {
+                        timeout_ms: timeout.as_millis(),
+                    },
+                })?;
         if !status.is_success() {
             return Err(ChainError::Unavailable {
                 reason: format!("HTTP {status} from {method}"),
@@ -522,17 +511,6 @@ fn check_rpc_url(url: &str) -> Result<Uri, &'static str> {
 }
 
 /// A transport error with its source chain (hyper's errors carry no URL).
-fn transport_reason(error: &hyper_util::client::legacy::Error) -> String {
-    let mut reason = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        reason.push_str(": ");
-        reason.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    reason
-}
-
 fn invalid(reason: &str) -> ChainError {
     ChainError::AnswerInvalid {
         reason: reason.to_owned(),

@@ -870,20 +870,17 @@ impl Enforcer {
             "txHash": seen.as_ref().and_then(|s| s.tx_hash.as_deref()),
         });
         let result_digest = Digest::of_canonical_value(&digest_input).ok();
-        let (recorded, receipt) = tokio::join!(
-            payer.adapter.report(&**self.store(), decision_id, &report),
-            self.finish_paid(
+        let receipt = self
+            .record_and_receipt(
+                &payer.adapter,
                 decision_id,
+                &report,
                 end,
                 result_digest,
                 started_at,
-                settlement.clone()
+                settlement.clone(),
             )
-        );
-        if let Err(err) = recorded {
-            tracing::error!(%decision_id, error = %err, "could not record a Circle transfer's outcome");
-        }
-        let receipt = receipt?;
+            .await?;
         tracing::info!(%decision_id, ?status, state = ?state, "Circle transfer concluded");
         Ok(Executed {
             decision_id: decision_id.to_owned(),

@@ -447,28 +447,55 @@ impl Enforcer {
             PaidOutcome::Unknown { .. } if served => CallEnd::Completed,
             PaidOutcome::Unknown { .. } => CallEnd::Unknown,
         };
-        // The ledger update and the receipt are independent writes: submitted together, the
-        // store's group commit makes them durable in one sync.
-        let (recorded, receipt) = tokio::join!(
-            payer.adapter.report(&**self.store(), decision_id, &report),
-            self.finish_paid(
+        let receipt = self
+            .record_and_receipt(
+                &payer.adapter,
                 decision_id,
+                &report,
                 end,
                 result_digest,
                 started_at,
-                settlement.clone()
+                settlement.clone(),
             )
-        );
-        if let Err(err) = recorded {
-            tracing::error!(%decision_id, error = %err, "could not record a payment's outcome");
-        }
-        let receipt = receipt?;
+            .await?;
         tracing::info!(%decision_id, ?outcome, "x402 payment concluded");
         Ok(ConcludedPayment {
             receipt,
             settlement,
             pay_to: terms.map(|t| checksum(&t.pay_to)).unwrap_or_default(),
         })
+    }
+}
+
+impl Enforcer {
+    /// Records how a rail's payment of `decision_id` ended and receipts the call. The ledger
+    /// update and the receipt are independent writes: submitted together, the store's group
+    /// commit makes them durable in one sync. A ledger failure is logged (the receipt still
+    /// says what happened; reconciliation finds the attempt).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn record_and_receipt<A: Adapter>(
+        &self,
+        adapter: &A,
+        decision_id: &str,
+        report: &SettlementReport,
+        end: CallEnd,
+        result_digest: Option<Digest>,
+        started_at: Timestamp,
+        settlement: Option<Settlement>,
+    ) -> Result<IssuedReceipt, EnforceError> {
+        let (recorded, receipt) = tokio::join!(
+            adapter.report(&**self.store(), decision_id, report),
+            self.finish_paid(decision_id, end, result_digest, started_at, settlement)
+        );
+        if let Err(err) = recorded {
+            tracing::error!(
+                %decision_id,
+                rail = adapter.rail(),
+                error = %err,
+                "could not record a payment's outcome"
+            );
+        }
+        receipt
     }
 }
 
