@@ -608,7 +608,10 @@ mod tests {
                 "needs `circle_wallet_id` and `circle_wallet_address`",
             ),
             ("[x402]\nsigner = \"hsm\"\n".to_owned(), "signer"),
-            ("[x402]\n".to_owned(), "exactly one of `key_file` or `key_env`"),
+            (
+                "[x402]\n".to_owned(),
+                "exactly one of `key_file` or `key_env`",
+            ),
         ];
         for (text, says) in refusals {
             let err = GatewayConfig::parse(&text).unwrap_err();
