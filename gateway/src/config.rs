@@ -252,6 +252,11 @@ pub struct X402Config {
     /// recover to it).
     #[serde(default)]
     pub circle_wallet_address: Option<String>,
+    /// Ethereum JSON-RPC endpoints by CAIP-2 network (`"eip155:84532" = "https://…"`): where
+    /// `trustos payments` asks whether an authorization in doubt was used on chain (its
+    /// `AuthorizationUsed` log, by payer and nonce). `https`, or `http` to a loopback address.
+    #[serde(default)]
+    pub rpc: BTreeMap<String, String>,
 }
 
 /// `[x402].signer`.

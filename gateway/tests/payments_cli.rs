@@ -434,3 +434,74 @@ fn routes_lists_each_http_route_under_its_lane() {
         "{table}"
     );
 }
+
+/// With `[x402] rpc`, the daemon asks the chain before listing: an attempt whose answer was
+/// lost after the facilitator settled it is found by its payer and nonce (`AuthorizationUsed`)
+/// and listed settled with the transaction hash; the exit code is 0 again. The chain is the
+/// emulated one (`trustos_adapters::testkit::x402`), spoken to over Ethereum JSON-RPC.
+#[test]
+fn with_an_rpc_endpoint_a_lost_answer_is_found_on_chain() {
+    use trustos_adapters::conformance::x402::X402UnderTest;
+    use trustos_adapters::conformance::{KernelGate, PaymentCase, RailUnderTest, pay_once};
+
+    let home = scratch("rpc");
+    assert_eq!(trustos(&home, &["init"]).status.code(), Some(0));
+    let rail = X402UnderTest::start().unwrap();
+    let case = PaymentCase::fresh("rpc", 1_500).unwrap();
+
+    // The gateway paid, the facilitator settled on chain, the answer never came back.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let resolved = Home::resolve(Some(home.clone())).unwrap();
+        let key = Arc::new(resolved.load_key().unwrap());
+        let store = resolved.open_store(key, true).await.unwrap();
+        rail.lose_next_answer();
+        let record = pay_once(rail.rail(), &KernelGate::new(), &store, &case)
+            .await
+            .unwrap();
+        assert_eq!(record.state, AttemptState::Unknown);
+        store.close().await.unwrap();
+    });
+    let settled = rail.movements();
+    assert_eq!(settled.len(), 1);
+
+    let offline = trustos(&home, &["payments", "--json"]);
+    assert_eq!(
+        offline.status.code(),
+        Some(1),
+        "unknown before the chain is asked"
+    );
+
+    // The payer key the attempt was signed with, and the chain's endpoint.
+    let key_path = home.join("keys/x402.key");
+    fs::write(
+        &key_path,
+        "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    )
+    .unwrap();
+    fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut config = fs::read_to_string(home.join("gateway.toml")).unwrap();
+    config.push_str(&format!(
+        "\n[x402]\nkey_file = \"keys/x402.key\"\n\n[x402.rpc]\n\"eip155:84532\" = \"{}/rpc\"\n",
+        rail.emulator().base_url()
+    ));
+    fs::write(home.join("gateway.toml"), config).unwrap();
+
+    let _daemon = Daemon::start(&home);
+    let online = trustos(&home, &["payments", "--json"]);
+    assert_eq!(online.status.code(), Some(0), "{online:?}");
+    let rows: Value = serde_json::from_slice(&online.stdout).unwrap();
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(row["decisionId"], case.decision_id.as_str());
+    assert_eq!(row["state"], "settled");
+    assert_eq!(row["reference"], settled[0].reference.as_str());
+    assert_eq!(rail.movements().len(), 1, "asking the chain moves nothing");
+}

@@ -486,7 +486,10 @@ async fn handle(daemon: &Daemon, request: Request) -> Result<Value, ControlError
             ))
         }
         Request::Payments => {
-            enforcer.reconcile_circle_attempts().await;
+            tokio::join!(
+                enforcer.reconcile_circle_attempts(),
+                enforcer.reconcile_x402_attempts()
+            );
             to_value(&payment_attempts(enforcer.store().as_ref()).await?)
         }
         Request::Status => to_value(&Status {

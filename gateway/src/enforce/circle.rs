@@ -76,7 +76,7 @@ const KEY_CACHE_CAPACITY: usize = 64;
 /// Longest `X-Circle-Key-Id` looked up (Circle's are UUIDs).
 const MAX_KEY_ID_LEN: usize = 128;
 /// How long `trustos payments` lets the daemon ask Circle about open attempts, in all.
-const RECONCILE_BUDGET: Duration = Duration::from_secs(8);
+use super::pay::RECONCILE_BUDGET;
 /// How long a webhook waits for Circle to hand out an unknown notification key.
 const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -644,24 +644,14 @@ impl Enforcer {
     pub async fn reconcile_circle_attempts(&self) {
         let Some(payer) = self.circle() else { return };
         let work = async {
-            let records = match self.store().list_records(ATTEMPT_KIND).await {
-                Ok(records) => records,
+            let attempts = match self.open_attempts(RAIL).await {
+                Ok(attempts) => attempts,
                 Err(err) => {
                     tracing::warn!(error = %err, "could not list payment attempts to reconcile");
                     return;
                 }
             };
-            for (_, record) in records {
-                let Ok(attempt) = serde_json::from_slice::<AttemptRecord>(&record.body) else {
-                    continue;
-                };
-                let open = matches!(
-                    attempt.state,
-                    AttemptState::Authorized | AttemptState::Unknown
-                );
-                if attempt.rail != RAIL || !open {
-                    continue;
-                }
+            for attempt in attempts {
                 let Ok(at) = super::now() else { return };
                 if let Err(err) = payer
                     .adapter

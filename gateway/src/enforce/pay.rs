@@ -16,9 +16,11 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::store::Store as _;
 use serde::{Deserialize, Serialize};
 use trustos_adapters::circle::wallet_signer::CircleWalletSigner;
 use trustos_adapters::x402::assets::{AssetRegistry, KnownAsset};
+use trustos_adapters::x402::chain::{ChainReader, ChainReaderOptions, reconcile_on_chain};
 use trustos_adapters::x402::evm::{EvmSigner, checksum, parse_address};
 use trustos_adapters::x402::signer::PaymentSigner;
 use trustos_adapters::x402::wire::PaymentRequired;
@@ -75,6 +77,8 @@ fn local_signer(config: &X402Config, home: &Path) -> Result<EvmSigner, PayerErro
 /// The gateway's x402 payer: the adapter (with the key) and the profile-independent limits.
 pub struct Payer {
     adapter: X402Adapter,
+    /// Where reconciliation asks the chain, when `[x402] rpc` names endpoints.
+    chain: Option<ChainReader>,
     max_timeout_seconds: u64,
     answer_timeout_ms: u64,
     /// Terms of payments authorized and not yet concluded, by decision id.
@@ -140,11 +144,23 @@ impl Payer {
                 })
             })
             .collect::<Result<Vec<_>, PayerError>>()?;
-        Ok(Self::new(
+        let payer = Self::new(
             X402Adapter::with_signer(signer, AssetRegistry::with_defaults(extra)),
             config.max_timeout_seconds,
             config.answer_timeout_seconds.max(1).saturating_mul(1000),
-        ))
+        );
+        if config.rpc.is_empty() {
+            return Ok(payer);
+        }
+        let chain = ChainReader::new(
+            config
+                .rpc
+                .iter()
+                .map(|(network, url)| (network.clone(), url.clone())),
+            ChainReaderOptions::default(),
+        )
+        .map_err(|err| PayerError(format!("[x402] rpc: {err} ({})", err.reason_code())))?;
+        Ok(payer.with_chain(chain))
     }
 
     /// A payer over `adapter`: authorizations valid at most `max_timeout_seconds`, paid
@@ -152,10 +168,17 @@ impl Payer {
     pub fn new(adapter: X402Adapter, max_timeout_seconds: u64, answer_timeout_ms: u64) -> Self {
         Self {
             adapter,
+            chain: None,
             max_timeout_seconds,
             answer_timeout_ms,
             open: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same payer, asking `chain` about authorizations in doubt.
+    pub fn with_chain(mut self, chain: ChainReader) -> Self {
+        self.chain = Some(chain);
+        self
     }
 
     /// The address payments come from (EIP-55).
@@ -467,7 +490,71 @@ impl Enforcer {
     }
 }
 
+/// How long reconciliation before `trustos payments` may take in all, per rail.
+pub(crate) const RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
+
 impl Enforcer {
+    /// Every attempt of `rail` in the ledger whose outcome is open (`authorized` or `unknown`).
+    pub(crate) async fn open_attempts(
+        &self,
+        rail: &str,
+    ) -> Result<Vec<trustos_adapters::AttemptRecord>, EnforceError> {
+        let records = self
+            .store()
+            .list_records(crate::store::payment_ledger::ATTEMPT_KIND)
+            .await
+            .map_err(|err| EnforceError::Internal(err.to_string()))?;
+        Ok(records
+            .into_iter()
+            .filter_map(|(_, record)| {
+                serde_json::from_slice::<trustos_adapters::AttemptRecord>(&record.body).ok()
+            })
+            .filter(|attempt| {
+                attempt.rail == rail
+                    && matches!(
+                        attempt.state,
+                        trustos_adapters::AttemptState::Authorized
+                            | trustos_adapters::AttemptState::Unknown
+                    )
+            })
+            .collect())
+    }
+
+    /// Asks the chain (`[x402] rpc`) about every open x402 attempt and records what it says: an
+    /// authorization used on chain is settled with its transaction hash; one expired unused
+    /// (the chain's clock past `validBefore`) failed. Never signs or submits anything. Within
+    /// [`RECONCILE_BUDGET`]; without `[x402] rpc`, does nothing.
+    pub async fn reconcile_x402_attempts(&self) {
+        let Some((payer, chain)) = self
+            .payer()
+            .and_then(|payer| payer.chain.as_ref().map(|chain| (payer, chain)))
+        else {
+            return;
+        };
+        let work = async {
+            let attempts = match self.open_attempts(trustos_adapters::x402::RAIL).await {
+                Ok(attempts) => attempts,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not list x402 attempts to reconcile");
+                    return;
+                }
+            };
+            for attempt in attempts {
+                let Ok(at) = now() else { return };
+                let decision_id = &attempt.decision_id;
+                if let Err(err) =
+                    reconcile_on_chain(&payer.adapter, &**self.store(), chain, decision_id, at)
+                        .await
+                {
+                    tracing::warn!(%decision_id, error = %err, "could not reconcile an x402 attempt on chain");
+                }
+            }
+        };
+        if tokio::time::timeout(RECONCILE_BUDGET, work).await.is_err() {
+            tracing::warn!("reconciling x402 attempts took too long; listing what is recorded");
+        }
+    }
+
     /// Records how a rail's payment of `decision_id` ended and receipts the call. The ledger
     /// update and the receipt are independent writes: submitted together, the store's group
     /// commit makes them durable in one sync. A ledger failure is logged (the receipt still
