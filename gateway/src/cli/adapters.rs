@@ -8,14 +8,18 @@
 //! opens the store, pays, and is killed with `SIGKILL` at a random moment (the emulators hold
 //! their answers a random while after money moved, so most kills land between the rail call and
 //! the store write); the store is then reopened as a restarted gateway would, and reconciliation
-//! must find every payment by its idempotency key.
+//! must find every payment by its idempotency key. Decisions are signed with the store's key,
+//! and the receipt check commits each completed payment's decision and receipt into the store's
+//! Merkle log as the daemon does ([`StoreGate`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::io::AsyncBufReadExt as _;
+use trustos_adapters::AdapterError;
 use trustos_adapters::conformance::circle::{CircleRail, CircleUnderTest};
 use trustos_adapters::conformance::x402::{X402Rail, X402UnderTest};
 use trustos_adapters::conformance::{
@@ -23,10 +27,16 @@ use trustos_adapters::conformance::{
     pay_once, run_suite,
 };
 use trustos_adapters::ledger::PaymentLedger;
-use trustos_kernel::keys::GatewayKey;
+use trustos_kernel::jws::{self, TYP_DECISION, TYP_RECEIPT};
+use trustos_kernel::keys::{GatewayKey, TrustedKeys};
+use trustos_kernel::objects::{
+    ExecutionStatus, PolicyDecision, Receipt, ReceiptType, SafeIndex, Settlement,
+};
+use trustos_kernel::verify::Verifier;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use crate::store::redb_store::RedbStore;
+use crate::store::{BudgetSettlement, DecisionCommit, EntryBuilder, ReceiptCommit, Store as _};
 
 /// The rails the suite knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -157,7 +167,7 @@ async fn run_one<R: RailUnderTest>(
     };
     std::fs::create_dir_all(&crasher.dir)
         .map_err(|err| format!("{}: {err}", crasher.dir.display()))?;
-    let gate: Arc<dyn Gate> = Arc::new(KernelGate::new());
+    let gate: Arc<dyn Gate> = Arc::new(StoreGate::new(store_key(), Arc::clone(&ledger)));
     let report = run_suite(
         rail,
         gate,
@@ -172,12 +182,117 @@ async fn run_one<R: RailUnderTest>(
     Ok(report)
 }
 
+/// The conformance stores' signing key (they hold only emulated payments).
+fn store_key() -> Arc<GatewayKey> {
+    Arc::new(GatewayKey::from_seed(&STORE_KEY_SEED))
+}
+
 async fn open_store(path: &Path) -> Result<Arc<RedbStore>, String> {
-    let key = Arc::new(GatewayKey::from_seed(&STORE_KEY_SEED));
-    RedbStore::open_async(path.to_owned(), key, STORE_ORIGIN.to_owned())
+    RedbStore::open_async(path.to_owned(), store_key(), STORE_ORIGIN.to_owned())
         .await
         .map(Arc::new)
         .map_err(|err| format!("store {}: {err}", path.display()))
+}
+
+/// The suite's [`Gate`] over the gateway's own store: decisions signed with the store's key,
+/// and each completed payment's receipt committed the way the daemon commits one — the decision
+/// (consumed) into the audit log, then the receipt appended to the Merkle log with its index —
+/// so the receipt check exercises the gateway's real receipt path.
+struct StoreGate {
+    key: Arc<GatewayKey>,
+    verifier: Verifier,
+    store: Arc<RedbStore>,
+    signed: std::sync::Mutex<HashMap<String, (PolicyDecision, String)>>,
+}
+
+impl StoreGate {
+    fn new(key: Arc<GatewayKey>, store: Arc<RedbStore>) -> Self {
+        let verifier = Verifier::new(TrustedKeys::new([key.public().clone()]));
+        Self {
+            key,
+            verifier,
+            store,
+            signed: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Gate for StoreGate {
+    fn sign_decision(&self, decision: &PolicyDecision) -> Result<String, AdapterError> {
+        let signed = jws::sign(&self.key, TYP_DECISION, decision)
+            .map_err(|err| AdapterError::Internal(err.to_string()))?;
+        self.signed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                decision.decision_id.clone(),
+                (decision.clone(), signed.clone()),
+            );
+        Ok(signed)
+    }
+
+    fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    async fn receipt(
+        &self,
+        case: &PaymentCase,
+        settlement: Settlement,
+    ) -> Result<String, AdapterError> {
+        let internal = |err: &dyn std::fmt::Display| AdapterError::Internal(err.to_string());
+        let (decision, signed) = self
+            .signed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&case.decision_id)
+            .cloned()
+            .ok_or_else(|| internal(&format!("no decision {}", case.decision_id)))?;
+        let fingerprint = decision.fingerprint;
+        let started_at = decision.issued_at;
+        self.store
+            .commit_decision(DecisionCommit {
+                decision,
+                signed,
+                charges: Vec::new(),
+                consume: true,
+            })
+            .await
+            .map_err(|err| internal(&err))?;
+        let key = Arc::clone(&self.key);
+        let decision_id = case.decision_id.clone();
+        let receipt_id = trustos_adapters::conformance::fresh_id("rcpt_conf")?;
+        let completed_at = trustos_adapters::conformance::now()?;
+        let build: EntryBuilder = Box::new(move |index| {
+            let receipt = Receipt {
+                object_type: ReceiptType::V1,
+                receipt_id,
+                decision_id,
+                fingerprint,
+                status: ExecutionStatus::Completed,
+                result_digest: None,
+                settlement: Some(settlement),
+                started_at,
+                completed_at,
+                log_index: SafeIndex::new(index).map_err(|err| err.to_string())?,
+                composes: Vec::new(),
+            };
+            jws::sign(&key, TYP_RECEIPT, &receipt)
+                .map(String::into_bytes)
+                .map_err(|err| err.to_string())
+        });
+        let (_, bytes) = self
+            .store
+            .commit_receipt(ReceiptCommit {
+                decision_id: case.decision_id.clone(),
+                settlement: BudgetSettlement::Capture,
+                build,
+            })
+            .await
+            .map_err(|err| internal(&err))?;
+        String::from_utf8(bytes).map_err(|err| internal(&err))
+    }
 }
 
 /// Kills `trustos adapters conformance-worker` processes; the store they share lives in `dir`.
