@@ -78,11 +78,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -125,6 +128,11 @@ use trustos_kernel::objects::{
 use trustos_kernel::timestamp::Timestamp;
 use trustos_kernel::verify::Verifier;
 
+use support::{
+    PERCENTILES, Phase, cpu_model, env_number, load_average, nanos, pressure, pressure_share,
+    scratch_dir,
+};
+
 /// The variable `[x402] key_env` names.
 const KEY_ENV: &str = "TRUSTOS_BENCH_X402_KEY";
 /// The gateway's payer key: Hardhat account #0, public and worthless.
@@ -157,14 +165,6 @@ const WARM_UP: Duration = Duration::from_secs(1);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The issue's target: p99 overhead of a paid request, in ms.
 const TARGET_P99_MS: f64 = 5.0;
-/// Percentiles reported.
-const PERCENTILES: [(&str, f64); 5] = [
-    ("p50", 0.50),
-    ("p90", 0.90),
-    ("p99", 0.99),
-    ("p99.9", 0.999),
-    ("max", 1.0),
-];
 
 /// The profile: `GET 127.0.0.1/paid*` is paid; USDC on Base Sepolia; any payee the first time;
 /// at most 1 USDC a call; a daily budget no run comes near.
@@ -206,135 +206,6 @@ allow = ["usdc"]
 [networks]
 allow = ["eip155:84532"]
 "#;
-
-// ---------------------------------------------------------------------------------------------
-// Samples
-// ---------------------------------------------------------------------------------------------
-
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// The latencies and errors of one phase.
-#[derive(Default)]
-struct Phase {
-    /// Latency of each correct response, in nanoseconds (sorted by [`Phase::finish`]).
-    nanos: Vec<u64>,
-    /// Requests sent.
-    sent: usize,
-    /// Wrong or missing responses.
-    errors: usize,
-    /// The first error, for the report.
-    first_error: Option<String>,
-    /// Completed requests per second (closed loop).
-    rate: f64,
-    /// Worst lateness of a scheduled send (open loop), in nanoseconds.
-    max_send_lag: u64,
-    /// Per thread group ([`THREAD_GROUPS`]), during the phase (open loop): nanoseconds on a
-    /// CPU, and runnable but waiting for one.
-    sched: BTreeMap<&'static str, (u64, u64)>,
-}
-
-impl Phase {
-    fn error(&mut self, err: String) {
-        self.errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(err);
-        }
-    }
-
-    /// Adds another slice of the same phase.
-    fn absorb(&mut self, other: Phase) {
-        self.nanos.extend(other.nanos);
-        self.sent += other.sent;
-        self.errors += other.errors;
-        self.first_error = self.first_error.take().or(other.first_error);
-        self.rate = other.rate;
-        self.max_send_lag = self.max_send_lag.max(other.max_send_lag);
-        for (group, (cpu, wait)) in other.sched {
-            let entry = self.sched.entry(group).or_default();
-            entry.0 += cpu;
-            entry.1 += wait;
-        }
-    }
-
-    fn finish(mut self) -> Self {
-        self.nanos.sort_unstable();
-        if self.sent == 0 {
-            self.sent = self.nanos.len();
-        }
-        self
-    }
-
-    /// Nearest-rank percentile in milliseconds (`1.0` is the maximum).
-    fn ms(&self, fraction: f64) -> f64 {
-        if self.nanos.is_empty() {
-            return f64::NAN;
-        }
-        let rank =
-            ((self.nanos.len() as f64 * fraction).ceil() as usize).clamp(1, self.nanos.len());
-        self.nanos[rank - 1] as f64 / 1e6
-    }
-
-    fn percentiles(&self) -> serde_json::Map<String, Value> {
-        PERCENTILES
-            .iter()
-            .map(|(name, f)| {
-                let key = format!("{}_ms", name.replace('.', ""));
-                (key, json!(self.ms(*f)))
-            })
-            .collect()
-    }
-
-    /// On-CPU and waiting nanoseconds of all thread groups.
-    fn sched_total(&self) -> (u64, u64) {
-        self.sched
-            .values()
-            .fold((0, 0), |(c, w), (cpu, wait)| (c + cpu, w + wait))
-    }
-
-    /// Milliseconds of `total` per request sent.
-    fn per_request_ms(&self, total: u64) -> f64 {
-        total as f64 / 1e6 / self.sent.max(1) as f64
-    }
-
-    fn summary(&self) -> Value {
-        let mut out = self.percentiles();
-        let (cpu, wait) = self.sched_total();
-        out.insert(
-            "process_cpu_ms_per_request".into(),
-            json!(self.per_request_ms(cpu)),
-        );
-        out.insert(
-            "process_cpu_wait_ms_per_request".into(),
-            json!(self.per_request_ms(wait)),
-        );
-        out.insert(
-            "threads_ms_per_request".into(),
-            self.sched
-                .iter()
-                .map(|(group, (cpu, wait))| {
-                    let value = json!({
-                        "on_cpu": self.per_request_ms(*cpu),
-                        "waiting_for_cpu": self.per_request_ms(*wait),
-                    });
-                    ((*group).to_owned(), value)
-                })
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
-        );
-        out.insert("requests".into(), json!(self.sent));
-        out.insert("ok".into(), json!(self.nanos.len()));
-        out.insert("errors".into(), json!(self.errors));
-        out.insert("first_error".into(), json!(self.first_error));
-        out.insert("requests_per_s".into(), json!(self.rate));
-        out.insert(
-            "max_send_lag_ms".into(),
-            json!(self.max_send_lag as f64 / 1e6),
-        );
-        Value::Object(out)
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The paid upstream
@@ -655,92 +526,15 @@ fn open_loop(
     rate: f64,
     length: Duration,
 ) -> Phase {
-    let count = (rate * length.as_secs_f64()).round().max(1.0) as usize;
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let start = Instant::now() + Duration::from_millis(20);
-    let scheduled = move |k: usize| start + interval * u32::try_from(k).unwrap();
-    let (sender, mut due) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    let before = sched_by_group();
-    let (done, (max_lag, pacer_sched)) = std::thread::scope(|scope| {
-        let pacer = std::thread::Builder::new()
-            .name("pacer".into())
-            .spawn_scoped(scope, move || {
-                // Best effort: a small timer slack makes the schedule tighter.
-                let _ = std::fs::write("/proc/thread-self/timerslack_ns", "1000");
-                let mut max_lag = 0u64;
-                for k in 0..count {
-                    let at = scheduled(k);
-                    let now = Instant::now();
-                    if at > now {
-                        std::thread::sleep(at - now);
-                    }
-                    max_lag = max_lag.max(nanos(Instant::now().saturating_duration_since(at)));
-                    sender.send(k).unwrap();
-                }
-                // Its own share, read before it exits (the process totals lose exited threads).
-                (max_lag, sched_of("/proc/thread-self/schedstat"))
-            })
-            .unwrap();
-        let done = client_rt.block_on(async {
-            let mut tasks = tokio::task::JoinSet::new();
-            while let Some(k) = due.recv().await {
-                let target = Arc::clone(target);
-                tasks.spawn(async move {
-                    let result = run_once(&target, path).await;
-                    (k, Instant::now(), result)
-                });
-            }
-            let mut done = Vec::with_capacity(count);
-            while let Some(joined) = tasks.join_next().await {
-                done.push(joined.unwrap());
-            }
-            done
-        });
-        (done, pacer.join().unwrap())
-    });
-    let mut sched = sched_by_group();
-    for (group, (cpu, wait)) in &mut sched {
-        let (cpu0, wait0) = before.get(group).copied().unwrap_or_default();
-        *cpu = cpu.saturating_sub(cpu0);
-        *wait = wait.saturating_sub(wait0);
-    }
-    if let Some(pacer) = pacer_sched {
-        sched.insert("pacer", pacer);
-    }
-    let mut phase = Phase {
-        sent: count,
-        max_send_lag: max_lag,
-        rate: count as f64 / length.as_secs_f64(),
-        sched,
-        ..Phase::default()
-    };
-    for (k, at, result) in done {
-        match result {
-            Ok(()) => phase
-                .nanos
-                .push(nanos(at.saturating_duration_since(scheduled(k)))),
-            Err(err) => phase.error(err),
-        }
-    }
-    phase
+    support::open_loop(client_rt, rate, length, thread_group, || {
+        let target = Arc::clone(target);
+        async move { run_once(&target, path).await }
+    })
 }
 
 /// Closed loop, one request in flight on `path` for `length`.
 fn closed_loop(client_rt: &Runtime, target: &Target, path: PathKind, length: Duration) -> Phase {
-    client_rt.block_on(async {
-        let mut phase = Phase::default();
-        let start = Instant::now();
-        while start.elapsed() < length {
-            let sent = Instant::now();
-            phase.sent += 1;
-            match run_once(target, path).await {
-                Ok(()) => phase.nanos.push(nanos(sent.elapsed())),
-                Err(err) => phase.error(err),
-            }
-        }
-        phase.rate = phase.nanos.len() as f64 / start.elapsed().as_secs_f64();
-        phase.finish()
-    })
+    support::closed_loop(client_rt, length, || run_once(target, path))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1192,104 +986,20 @@ async fn side_sample(
 // Machine
 // ---------------------------------------------------------------------------------------------
 
-fn env_number(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v: &f64| *v > 0.0)
-        .unwrap_or(default)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_default()
-}
-
-/// Pressure-stall totals (`some`, microseconds) for CPU and I/O from `/proc/pressure`.
-fn pressure() -> Option<(u64, u64)> {
-    let some_total = |resource: &str| -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/pressure/{resource}")).ok()?;
-        let line = text.lines().find(|l| l.starts_with("some"))?;
-        line.split_whitespace()
-            .find_map(|field| field.strip_prefix("total="))?
-            .parse()
-            .ok()
-    };
-    Some((some_total("cpu")?, some_total("io")?))
-}
-
-/// The share of `wall` during which some task waited for a CPU and for the disk, in percent.
-fn pressure_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>, wall: Duration) -> Value {
-    match (before, after) {
-        (Some((cpu0, io0)), Some((cpu1, io1))) => {
-            let micros = wall.as_secs_f64() * 1e6;
-            json!({
-                "cpu_some_pct": cpu1.saturating_sub(cpu0) as f64 / micros * 100.0,
-                "io_some_pct": io1.saturating_sub(io0) as f64 / micros * 100.0,
-            })
-        }
-        _ => Value::Null,
-    }
-}
-
-/// On-CPU and run-queue-wait nanoseconds of one thread (`…/schedstat`).
-fn sched_of(path: impl AsRef<Path>) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut fields = text.split_whitespace().map(str::parse::<u64>);
-    match (fields.next(), fields.next()) {
-        (Some(Ok(cpu)), Some(Ok(wait))) => Some((cpu, wait)),
-        _ => None,
-    }
-}
-
 /// Thread groups of this process by thread name: the gateway's runtime (workers and blocking
 /// pool), the store's writer thread, the upstream, the open loop's pacer; everything else is
 /// the client (the main thread).
 const THREAD_GROUPS: [&str; 5] = ["client", "gateway", "store_writer", "upstream", "pacer"];
 
-/// [`sched_of`] summed over this process's live threads (`/proc/self/task`), by
-/// [`THREAD_GROUPS`]: how long each group ran, and how long its threads were runnable but
-/// waited for a CPU (another process, or one another, had it). Empty when the kernel does not
-/// report it. A thread that exits takes its share with it (the pacer reports its own).
-fn sched_by_group() -> BTreeMap<&'static str, (u64, u64)> {
-    let mut out = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let Some((cpu, wait)) = sched_of(task.path().join("schedstat")) else {
-            continue;
-        };
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        let group = match name.trim() {
-            "gateway" => THREAD_GROUPS[1],
-            n if n.starts_with("trustos-store") => THREAD_GROUPS[2],
-            "upstream" => THREAD_GROUPS[3],
-            "pacer" => THREAD_GROUPS[4],
-            _ => THREAD_GROUPS[0],
-        };
-        let entry: &mut (u64, u64) = out.entry(group).or_default();
-        entry.0 += cpu;
-        entry.1 += wait;
+/// The [`THREAD_GROUPS`] entry of a thread named `name`.
+fn thread_group(name: &str) -> &'static str {
+    match name {
+        "gateway" => THREAD_GROUPS[1],
+        n if n.starts_with("trustos-store") => THREAD_GROUPS[2],
+        "upstream" => THREAD_GROUPS[3],
+        "pacer" => THREAD_GROUPS[4],
+        _ => THREAD_GROUPS[0],
     }
-    out
-}
-
-fn scratch_dir() -> PathBuf {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos());
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("x402_lane-{}-{stamp}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn met(ok: bool) -> &'static str {
@@ -1315,12 +1025,7 @@ fn main() {
     let length = Duration::from_secs_f64(env_number("X402_BENCH_SECONDS", 10.0));
     let samples = env_number("X402_BENCH_SAMPLES", 1000.0) as u64;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load_avg = load_avg
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let load_avg = load_average();
     println!(
         "x402_lane: {cores} cores ({}), load average {load_avg}; open loop at {rate:.0} req/s, {:.0} s \
          per path",
@@ -1372,7 +1077,7 @@ fn main() {
     };
 
     // The gateway's home.
-    let dir = scratch_dir();
+    let dir = scratch_dir("x402_lane");
     let home = Home::resolve(Some(dir.join("home"))).unwrap();
     ensure_initialized(&home).unwrap();
     std::fs::write(

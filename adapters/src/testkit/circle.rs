@@ -51,7 +51,9 @@
 //!   `EvmSigner`; nothing is created.
 //! - Transactions advance `INITIATED → QUEUED → SENT → CONFIRMED → COMPLETE` only when the test
 //!   says so ([`CircleEmulator::advance`], [`CircleEmulator::advance_to`],
-//!   [`CircleEmulator::tick`]): a destination in [`EmulatorConfig::fail_destinations`] goes
+//!   [`CircleEmulator::tick`]), or all at once at creation with
+//!   [`EmulatorConfig::auto_complete`] (the creation still answers `INITIATED`): a destination
+//!   in [`EmulatorConfig::fail_destinations`] goes
 //!   `INITIATED → QUEUED → SENT → FAILED`, one in [`EmulatorConfig::deny_destinations`] goes
 //!   `INITIATED → DENIED`. `txHash` appears at `SENT`.
 //! - On every state (creation included) a v2 notification
@@ -205,6 +207,15 @@ pub struct EmulatorConfig {
     pub deny_destinations: HashSet<String>,
     /// The developer-controlled EVM wallets that can sign typed data.
     pub wallets: Vec<EmulatorWallet>,
+    /// When true, a newly created transfer is advanced to its final state right at creation,
+    /// before the creating request is answered: `INITIATED → QUEUED → SENT → CONFIRMED →
+    /// COMPLETE` (or the `FAILED` / `DENIED` route of [`Self::fail_destinations`] and
+    /// [`Self::deny_destinations`]), one notification per state in that order, `txHash` set at
+    /// `SENT`, exactly as [`CircleEmulator::advance_to`] would. The creation still answers
+    /// `INITIATED`; a following `GET` already finds the final state. For load tests that need
+    /// transfers to finish at once and the same way for every client. Default `false`: states
+    /// move only when the test says so.
+    pub auto_complete: bool,
 }
 
 /// A developer-controlled EVM wallet of the emulator: Circle's id and the secp256k1 key Circle
@@ -240,6 +251,7 @@ impl Default for EmulatorConfig {
                 id: DEFAULT_WALLET_ID.to_owned(),
                 private_key_hex: DEFAULT_WALLET_KEY_HEX.to_owned(),
             }],
+            auto_complete: false,
         }
     }
 }
@@ -1000,6 +1012,11 @@ fn create_transfer(shared: &Shared, body: &[u8]) -> Outcome {
     let index = inner.transfers.len() - 1;
     inner.by_key.insert(idempotency_key, index);
     notify(shared, &mut inner, index);
+    if shared.config.auto_complete {
+        while next_state(inner.transfers[index].state, route).is_some() {
+            step(shared, &mut inner, index);
+        }
+    }
     if !answered {
         return Outcome::Abort;
     }
