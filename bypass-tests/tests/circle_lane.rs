@@ -16,6 +16,8 @@
 //!   replayed notification is acknowledged and not processed twice;
 //! - refusals with their codes, nothing sent to Circle: an amount with decimals, an amount over
 //!   the profile's cap, unknown fields, no token;
+//! - without webhooks, a transfer already final when created is answered from the gateway's
+//!   first look at it (polls a minute apart, a five-second answer timeout);
 //! - startup refuses a wrong-environment API key and a short entity secret with clear messages
 //!   that never show the secret.
 
@@ -147,11 +149,24 @@ impl Lane {
 
     /// [`Lane::start`] with the profile's TOML given.
     fn start_with(label: &str, profile_toml: &str, circle_extra: &str) -> Self {
+        Self::start_emulating(label, profile_toml, circle_extra, true, false)
+    }
+
+    /// [`Lane::start_with`], with webhooks sent to the gateway or not, and transfers completed
+    /// by the emulator at creation or not.
+    fn start_emulating(
+        label: &str,
+        profile_toml: &str,
+        circle_extra: &str,
+        webhooks: bool,
+        auto_complete: bool,
+    ) -> Self {
         let port = free_port();
         let emulator = CircleEmulator::start(EmulatorConfig {
-            webhook_url: Some(format!("http://127.0.0.1:{port}/webhooks/circle")),
+            webhook_url: webhooks.then(|| format!("http://127.0.0.1:{port}/webhooks/circle")),
             fail_destinations: HashSet::from([FAILING.to_owned()]),
             deny_destinations: HashSet::from([DENIED.to_owned()]),
+            auto_complete,
             ..EmulatorConfig::default()
         })
         .unwrap();
@@ -239,10 +254,15 @@ impl Lane {
 /// `[circle]` for the emulator: secrets from the environment, testnet, the emulator's wallet,
 /// USDC on Base Sepolia, then `extra` lines.
 fn circle_table(emulator: &CircleEmulator, extra: &str) -> String {
+    let poll = if extra.contains("poll_interval_ms") {
+        ""
+    } else {
+        "poll_interval_ms = 200\n"
+    };
     format!(
         "\n[circle]\nbase_url = \"{}\"\napi_key_env = \"{KEY_ENV}\"\nentity_secret_env = \"{SECRET_ENV}\"\n\
          environment = \"testnet\"\nwallet_id = \"{DEFAULT_WALLET_ID}\"\nanswer_timeout_seconds = 5\n\
-         poll_interval_ms = 200\n{extra}\n\
+         {poll}{extra}\n\
          [[circle.tokens]]\nnetwork = \"{NETWORK}\"\nasset = \"usdc\"\n\
          token_id = \"5797fbd6-3795-519d-84ca-ec4c5f80c3b1\"\ndecimals = 6\n",
         emulator.base_url()
@@ -316,6 +336,26 @@ fn a_transfer_completes_with_a_receipt_that_verifies_offline_and_names_the_trans
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0]["rail"], "circle");
     assert_eq!(attempts[0]["state"], "settled");
+}
+
+/// Without webhooks (no subscription, or an endpoint Circle cannot reach) a transfer that is
+/// final by the time it is created is still answered at once: the gateway looks right after
+/// creating it. Its polls are a minute apart here and the answer timeout five seconds, so only
+/// that first look can have seen the COMPLETE state.
+#[test]
+fn without_webhooks_a_transfer_already_final_is_seen_by_the_first_poll() {
+    let lane = Lane::start_emulating(
+        "circle-no-webhooks",
+        &profile("1000000").toml(),
+        "poll_interval_ms = 60000",
+        false,
+        true,
+    );
+    let reply = lane.transfer(PAYEE, "2500");
+    let answer = reply.json();
+    assert_eq!(reply.status, 200, "{answer}");
+    assert_eq!(answer["state"], "COMPLETE");
+    assert_eq!(lane.emulator.transfers().len(), 1);
 }
 
 #[test]

@@ -66,8 +66,6 @@ use super::{
     CallEnd, CallPayment, EnforceError, Enforcer, IssuedReceipt, Reason, ToolCall, Verdict,
 };
 use crate::config::{CircleConfig, CircleEnvironmentName, CircleFeeLevel};
-use crate::store::Store as _;
-use crate::store::payment_ledger::ATTEMPT_KIND;
 
 /// Notification ids remembered for de-duplication.
 const DEDUP_CAPACITY: usize = 10_000;
@@ -674,20 +672,8 @@ impl Enforcer {
         payer: &CirclePayer,
         key: &str,
     ) -> Result<Option<String>, EnforceError> {
-        let records = self
-            .store()
-            .list_records(ATTEMPT_KIND)
-            .await
-            .map_err(|err| EnforceError::Internal(err.to_string()))?;
-        for (_, record) in records {
-            let Ok(attempt) = serde_json::from_slice::<AttemptRecord>(&record.body) else {
-                continue;
-            };
-            let open = matches!(
-                attempt.state,
-                AttemptState::Authorized | AttemptState::Unknown
-            );
-            if attempt.rail != RAIL || !open || recorded_key(&attempt).as_deref() != Some(key) {
+        for attempt in self.open_attempts(RAIL).await? {
+            if recorded_key(&attempt).as_deref() != Some(key) {
                 continue;
             }
             let at = super::now()?;
@@ -753,6 +739,10 @@ impl Enforcer {
         updates: &mut watch::Receiver<Option<Observed>>,
     ) -> Option<Observed> {
         let deadline = tokio::time::Instant::now() + payer.answer_timeout;
+        // Polls on a fixed schedule, the first at once (the transfer may be final already, and
+        // webhooks may never come): a webhook that wakes the wait does not put the next poll off.
+        let mut polls = tokio::time::interval(payer.poll_interval);
+        polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Some(reported) = updates.borrow_and_update().clone() {
                 advance(&mut seen, reported);
@@ -768,7 +758,7 @@ impl Enforcer {
                         return seen;
                     }
                 }
-                () = tokio::time::sleep(payer.poll_interval) => {
+                _ = polls.tick() => {
                     if let Some(polled) = poll(payer, decision_id, seen.as_ref()).await {
                         advance(&mut seen, polled);
                     }
