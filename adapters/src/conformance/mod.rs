@@ -649,13 +649,19 @@ async fn crash_recovery<R: RailUnderTest>(rail: &R, crasher: &dyn Crasher) -> Ch
     let mut cases = vec![calibration];
     let mut points = std::collections::BTreeMap::new();
     let mut finished_first = 0;
-    for run in 0..CRASH_RUNS {
+    let mut killed = 0;
+    // Until CRASH_RUNS runs were really killed (a run may finish before its kill time).
+    for run in 0..CRASH_RUNS * 4 {
+        if killed == CRASH_RUNS {
+            break;
+        }
         let case = PaymentCase::fresh(&format!("crash{run}"), 700 + run as u128).map_err(text)?;
         let fraction = f64::from(u32::from_le_bytes(random_bytes::<4>()?)) / f64::from(u32::MAX);
         let kill_after = full.mul_f64(fraction);
         let outcome = crasher.run_killed(&spec, &case, kill_after).await?;
         let ledger = crasher.restart().await?;
         if outcome.killed {
+            killed += 1;
             let point = kill_point(rail, &*ledger, &case.decision_id).await?;
             *points.entry(point).or_insert(0u32) += 1;
         } else {
@@ -664,6 +670,12 @@ async fn crash_recovery<R: RailUnderTest>(rail: &R, crasher: &dyn Crasher) -> Ch
         cases.push(case);
     }
     rail.delay_answers(None);
+    if killed < CRASH_RUNS {
+        return Err(format!(
+            "only {killed} of {} runs were killed before they finished",
+            killed + finished_first
+        ));
+    }
 
     // After the last restart: reconcile every case to its end.
     let ledger = crasher.restart().await?;
@@ -724,7 +736,7 @@ async fn crash_recovery<R: RailUnderTest>(rail: &R, crasher: &dyn Crasher) -> Ch
         .map(|(point, count)| format!("{point:?} {count}"))
         .collect();
     Ok(format!(
-        "{CRASH_RUNS} runs killed at random points within {} ms ({}): {}, {finished_first} finished first; after restart {settled_count} settled once each, {never} never authorized, 0 doubled, 0 unrecorded",
+        "{killed} runs killed at random points within {} ms ({}): {}; {finished_first} more finished before their kill time; after restart {settled_count} settled once each, {never} never authorized, 0 doubled, 0 unrecorded",
         full.as_millis(),
         crasher.how(),
         landed.join(", ")
