@@ -103,7 +103,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
-use trustos::daemon::server;
 use trustos::enforce::pay::{PaidOutcome, PaymentVerdict, allowances_of};
 use trustos::enforce::{CallEnd, CallPayment, Enforcer, HttpTarget, ToolCall, Verdict, now};
 use trustos::home::{Home, ensure_initialized};
@@ -1094,34 +1093,13 @@ fn main() {
     ));
     std::fs::write(&config_path, config).unwrap();
 
-    // As `trustos serve` logs by default: `info`, here to a file.
-    let log = std::fs::File::create(home.root().join("serve.log")).unwrap();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRUSTOS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(Mutex::new(log))
-        .with_ansi(false)
-        .with_env_filter(filter)
-        .try_init();
-
-    // The gateway, on a 2-worker runtime as `trustos serve` runs.
-    let gateway_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("gateway")
-        .enable_all()
-        .build()
-        .unwrap();
-    let daemon = gateway_rt
-        .block_on(server::open(&home))
-        .unwrap_or_else(|err| panic!("opening the gateway: {err}"));
-    let (front_addr, front_task) = gateway_rt
-        .block_on(trustos::front::serve(
-            Arc::clone(&daemon.enforcer),
-            daemon.config.clone(),
-            daemon.home.clone(),
-            "127.0.0.1:0",
-        ))
-        .unwrap_or_else(|err| panic!("starting the front: {err}"));
+    // The gateway as `trustos serve` runs it (logging at `info` to `H/serve.log`).
+    let support::Gateway {
+        runtime: gateway_rt,
+        daemon,
+        addr: front_addr,
+        task: front_task,
+    } = support::start_gateway(&home, "127.0.0.1:0");
 
     // The client.
     let client_rt = tokio::runtime::Builder::new_current_thread()
@@ -1157,23 +1135,12 @@ fn main() {
         .collect();
 
     // Open loop, in interleaved slices.
-    let mut open: BTreeMap<PathKind, Phase> = BTreeMap::new();
     let slice = OPEN_SLICE.min(length);
     let open_started = (Instant::now(), pressure());
-    let mut done = Duration::ZERO;
-    let mut round = 0;
-    while done < length {
-        let this = slice.min(length - done);
-        for turn in 0..paths.len() {
-            let path = paths[(turn + round) % paths.len()];
-            let part = open_loop(&client_rt, &target, path, rate, this);
-            open.entry(path).or_default().absorb(part);
-        }
-        done += this;
-        round += 1;
-    }
+    let open = support::interleaved(&paths, length, slice, |path, this| {
+        open_loop(&client_rt, &target, path, rate, this)
+    });
     let open_pressure = pressure_share(open_started.1, pressure(), open_started.0.elapsed());
-    let open: BTreeMap<PathKind, Phase> = open.into_iter().map(|(k, p)| (k, p.finish())).collect();
     for (path, phase) in &open {
         println!(
             "  open {:<8} p50 {:.3} ms  p99 {:.3} ms  errors {}  (latest send {:.3} ms behind \
@@ -1311,36 +1278,7 @@ fn main() {
         print!(" **{value:.3}** |");
     }
     println!(" |");
-    println!(
-        "\nCPU per request in the open loop, by thread (on a CPU / runnable but waiting for one), \
-         ms"
-    );
-    print!("| path |");
-    for group in THREAD_GROUPS {
-        print!(" {group} |");
-    }
-    println!(
-        " whole process |\n|---|{}---|",
-        "---|".repeat(THREAD_GROUPS.len())
-    );
-    for path in paths {
-        let phase = &open[&path];
-        print!("| {} |", path.name());
-        for group in THREAD_GROUPS {
-            let (cpu, wait) = phase.sched.get(group).copied().unwrap_or_default();
-            print!(
-                " {:.3} / {:.3} |",
-                phase.per_request_ms(cpu),
-                phase.per_request_ms(wait)
-            );
-        }
-        let (cpu, wait) = phase.sched_total();
-        println!(
-            " {:.3} / {:.3} |",
-            phase.per_request_ms(cpu),
-            phase.per_request_ms(wait)
-        );
-    }
+    support::print_cpu_table("request", &paths, PathKind::name, &open, &THREAD_GROUPS);
 
     println!(
         "\nClosed loop, 1 in flight, {:.0} s per path: requests/s (p50 / p99 ms)",

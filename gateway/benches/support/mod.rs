@@ -369,3 +369,115 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A gateway serving as `trustos serve` does: the daemon opened from a home, its HTTP front on
+/// a 2-worker multi-thread runtime, logging at `info` (or `TRUSTOS_LOG`) to `H/serve.log`.
+pub struct Gateway {
+    /// The runtime it runs on (kept alive with it).
+    pub runtime: Runtime,
+    /// The opened daemon (its enforcer and store).
+    pub daemon: trustos::daemon::server::Daemon,
+    /// Where the front listens.
+    pub addr: std::net::SocketAddr,
+    /// The front's accept loop.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the gateway of `home` with its front on `listen` (`127.0.0.1:0` for any port).
+pub fn start_gateway(home: &trustos::home::Home, listen: &str) -> Gateway {
+    let log = std::fs::File::create(home.root().join("serve.log")).unwrap();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRUSTOS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(log))
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("gateway")
+        .enable_all()
+        .build()
+        .unwrap();
+    let daemon = runtime
+        .block_on(trustos::daemon::server::open(home))
+        .unwrap_or_else(|err| panic!("opening the gateway: {err}"));
+    let (addr, task) = runtime
+        .block_on(trustos::front::serve(
+            std::sync::Arc::clone(&daemon.enforcer),
+            daemon.config.clone(),
+            daemon.home.clone(),
+            listen,
+        ))
+        .unwrap_or_else(|err| panic!("starting the front: {err}"));
+    Gateway {
+        runtime,
+        daemon,
+        addr,
+        task,
+    }
+}
+
+/// The open loop of every path for `length`, in slices of at most `slice` taking turns (each
+/// round starting with the next path), so background noise falls on all alike. `run(path,
+/// length)` runs one slice of one path.
+pub fn interleaved<K: Copy + Ord>(
+    paths: &[K],
+    length: Duration,
+    slice: Duration,
+    mut run: impl FnMut(K, Duration) -> Phase,
+) -> BTreeMap<K, Phase> {
+    let mut open: BTreeMap<K, Phase> = BTreeMap::new();
+    let slice = slice.min(length);
+    let mut done = Duration::ZERO;
+    let mut round = 0;
+    while done < length {
+        let this = slice.min(length - done);
+        for turn in 0..paths.len() {
+            let path = paths[(turn + round) % paths.len()];
+            let part = run(path, this);
+            open.entry(path).or_default().absorb(part);
+        }
+        done += this;
+        round += 1;
+    }
+    open.into_iter().map(|(k, p)| (k, p.finish())).collect()
+}
+
+/// Prints the CPU-per-`unit` table of the open loop: for each path, each thread group's time
+/// on a CPU and time runnable but waiting for one.
+pub fn print_cpu_table<K: Copy + Ord>(
+    unit: &str,
+    paths: &[K],
+    name: fn(K) -> &'static str,
+    open: &BTreeMap<K, Phase>,
+    groups: &[&str],
+) {
+    println!(
+        "\nCPU per {unit} in the open loop, by thread (on a CPU / runnable but waiting for one), \
+         ms"
+    );
+    print!("| path |");
+    for group in groups {
+        print!(" {group} |");
+    }
+    println!(" whole process |\n|---|{}---|", "---|".repeat(groups.len()));
+    for &path in paths {
+        let phase = &open[&path];
+        print!("| {} |", name(path));
+        for group in groups {
+            let (cpu, wait) = phase.sched.get(group).copied().unwrap_or_default();
+            print!(
+                " {:.3} / {:.3} |",
+                phase.per_request_ms(cpu),
+                phase.per_request_ms(wait)
+            );
+        }
+        let (cpu, wait) = phase.sched_total();
+        println!(
+            " {:.3} / {:.3} |",
+            phase.per_request_ms(cpu),
+            phase.per_request_ms(wait)
+        );
+    }
+}
