@@ -549,24 +549,9 @@ impl Enforcer {
             terms: bound,
             asset_symbol: terms.asset.clone(),
         });
-        let mut verdict = self.decide_call(call.clone(), true).await?;
-        while let Verdict::Hold { decision_id, .. } = &verdict {
-            tracing::info!(%decision_id, "Circle transfer held for approval");
-            verdict = self.await_hold(decision_id).await?;
-        }
-        let (decision_id, jws) = match verdict {
-            Verdict::Forward {
-                decision_id,
-                decision,
-            } => (decision_id, decision),
-            // Shadow mode lets a denied call pass, but money never moves without an allow.
-            Verdict::Pass { .. } => {
-                return Ok(refused(
-                    self.refuse_call(&call, "PAYMENT_NOT_ALLOWED").await?,
-                    RefusalKind::Policy,
-                ));
-            }
-            refusal => return Ok(refused(refusal, RefusalKind::Policy)),
+        let (decision_id, jws) = match self.decide_payment(&call, true).await? {
+            Ok(allowed) => allowed,
+            Err(refusal) => return Ok(refused(refusal, RefusalKind::Policy)),
         };
 
         // Waiting before the transfer exists: its first webhook can beat Circle's answer.

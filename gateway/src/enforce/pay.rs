@@ -349,23 +349,9 @@ impl Enforcer {
             asset_symbol: terms.asset.symbol.clone(),
         });
 
-        let mut verdict = self.decide(call.clone()).await?;
-        while let Verdict::Hold { decision_id, .. } = &verdict {
-            tracing::info!(%decision_id, "payment held for approval");
-            verdict = self.await_hold(decision_id).await?;
-        }
-        let (decision_id, jws) = match verdict {
-            Verdict::Forward {
-                decision_id,
-                decision,
-            } => (decision_id, decision),
-            // Shadow mode lets a denied call pass, but money never moves without an allow.
-            Verdict::Pass { .. } => {
-                return Ok(refuse_with(
-                    self.refuse_call(&call, "PAYMENT_NOT_ALLOWED").await?,
-                ));
-            }
-            refused => return Ok(refuse_with(refused)),
+        let (decision_id, jws) = match self.decide_payment(&call, false).await? {
+            Ok(allowed) => allowed,
+            Err(refused) => return Ok(refuse_with(refused)),
         };
 
         let started_at = now()?;
@@ -486,6 +472,32 @@ impl Enforcer {
             receipt,
             settlement,
             pay_to: terms.map(|t| checksum(&t.pay_to)).unwrap_or_default(),
+        })
+    }
+}
+
+impl Enforcer {
+    /// Decides a call that will move money, waiting out holds: the allow's decision id and
+    /// signed decision, or the verdict that refuses it. A shadow-mode pass is refused
+    /// (`PAYMENT_NOT_ALLOWED`): money never moves without an allow. `rail`: the gateway itself
+    /// executes the call through a rail adapter (see `decide_call`).
+    pub(crate) async fn decide_payment(
+        &self,
+        call: &ToolCall,
+        rail: bool,
+    ) -> Result<Result<(String, String), Verdict>, EnforceError> {
+        let mut verdict = self.decide_call(call.clone(), rail).await?;
+        while let Verdict::Hold { decision_id, .. } = &verdict {
+            tracing::info!(%decision_id, server = %call.server, "payment held for approval");
+            verdict = self.await_hold(decision_id).await?;
+        }
+        Ok(match verdict {
+            Verdict::Forward {
+                decision_id,
+                decision,
+            } => Ok((decision_id, decision)),
+            Verdict::Pass { .. } => Err(self.refuse_call(call, "PAYMENT_NOT_ALLOWED").await?),
+            refused => Err(refused),
         })
     }
 }
