@@ -56,10 +56,8 @@ use trustos_adapters::circle::webhook::{Delivery, NotificationDeduper, Notificat
 use trustos_adapters::circle::{ApiKey, CircleEnvironment, EntitySecret, TransactionState};
 use trustos_adapters::{Adapter, AdapterError, AttemptRecord, AttemptState, SettlementReport};
 use trustos_kernel::canonical::Digest;
-use trustos_kernel::keys::TrustedKeys;
 use trustos_kernel::objects::{Amount, Settlement};
 use trustos_kernel::timestamp::Timestamp;
-use trustos_kernel::verify::Verifier;
 
 use super::pay::allowances_of;
 use super::{
@@ -698,19 +696,7 @@ impl Enforcer {
         terms: &CircleTerms,
         jws: &str,
     ) -> Result<trustos_adapters::circle::client::TransferCreated, AdapterError> {
-        let internal = |err: &dyn std::fmt::Display| AdapterError::Internal(err.to_string());
-        let at = super::now().map_err(|err| internal(&err))?;
-        let request = call.fingerprint(None).map_err(|err| internal(&err))?;
-        let mut bound = request.clone();
-        bound.payment = Some(payer.adapter.bound_terms(terms)?);
-        let expected = bound.digest().map_err(|err| internal(&err))?;
-        let verifier = Verifier::new(TrustedKeys::new([self.key().public().clone()]));
-        let verified = verifier
-            .verify_decision(jws, &expected, at)
-            .map_err(|err| AdapterError::DecisionNotInForce(err.reason_code().to_owned()))?;
-        payer
-            .adapter
-            .authorize(&**self.store(), &verified, &request, terms, at)
+        self.verify_and_authorize(&payer.adapter, call, terms, jws)
             .await
     }
 

@@ -407,18 +407,31 @@ impl Enforcer {
         terms: &X402Terms,
         jws: &str,
     ) -> Result<trustos_adapters::x402::X402Payment, AdapterError> {
+        self.verify_and_authorize(&payer.adapter, call, terms, jws)
+            .await
+    }
+
+    /// Verifies the signed allow `jws` into a `VerifiedDecision` for exactly `call` paying
+    /// `terms` (the fingerprint recomputed with the adapter's bound terms), then has `adapter`
+    /// authorize: the one way from a decision to money, for every rail.
+    pub(crate) async fn verify_and_authorize<A: Adapter>(
+        &self,
+        adapter: &A,
+        call: &ToolCall,
+        terms: &A::Terms,
+        jws: &str,
+    ) -> Result<A::Authorization, AdapterError> {
         let internal = |err: &dyn std::fmt::Display| AdapterError::Internal(err.to_string());
         let at = now().map_err(|err| internal(&err))?;
         let request = call.fingerprint(None).map_err(|err| internal(&err))?;
         let mut bound = request.clone();
-        bound.payment = Some(payer.adapter.bound_terms(terms)?);
+        bound.payment = Some(adapter.bound_terms(terms)?);
         let expected = bound.digest().map_err(|err| internal(&err))?;
         let verifier = Verifier::new(TrustedKeys::new([self.key().public().clone()]));
         let verified = verifier
             .verify_decision(jws, &expected, at)
             .map_err(|err| AdapterError::DecisionNotInForce(err.reason_code().to_owned()))?;
-        payer
-            .adapter
+        adapter
             .authorize(&**self.store(), &verified, &request, terms, at)
             .await
     }
