@@ -331,7 +331,14 @@ async fn a_lost_answer_is_unknown_then_reconciled_by_ref_id() {
     };
     assert_eq!(settled.state, AttemptState::Settled);
     let tx_hash = emulator.transfer(&transfer_id).unwrap().tx_hash.unwrap();
-    assert_eq!(settled.reference.as_deref(), Some(tx_hash.as_str()));
+    assert_eq!(settled.reference.as_deref(), Some(transfer_id.as_str()));
+    assert!(
+        settled
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.ends_with(&format!("txHash {tx_hash}"))),
+        "{settled:?}"
+    );
 
     // The decision never authorizes again.
     let error = adapter

@@ -30,9 +30,10 @@
 //! created under this decision's key.
 //!
 //! **Reconciliation.** [`Adapter::reconcile`] asks Circle: by transaction id when the record has
-//! one, else by `refId`. A transaction found updates the record (`COMPLETE` → settled, with the
-//! `txHash`, or the Circle id when there is none, as reference; `FAILED`/`DENIED`/`CANCELLED` →
-//! failed; any other state → unchanged state with the Circle id as reference) and answers
+//! one, else by `refId`. A transaction found updates the record (`COMPLETE` → settled;
+//! `FAILED`/`DENIED`/`CANCELLED` → failed; any other state → unchanged state), always with the
+//! Circle transaction id as reference — the reference receipts name (DESIGN.md), and the one
+//! Circle answers to — and the `txHash`, once there is one, in the detail) and answers
 //! [`Reconciliation::Known`]. None found answers [`Reconciliation::Resubmit`] until the record's
 //! `valid_before` ([`RESUBMIT_HORIZON_SECONDS`] after authorization), then
 //! [`Reconciliation::Expired`]. For Circle, unlike x402, resubmitting does not send stored bytes:
@@ -482,8 +483,11 @@ fn apply_state(
 ) {
     if state.moved_money() {
         record.state = AttemptState::Settled;
-        record.reference = Some(tx_hash.unwrap_or(id).to_owned());
-        record.detail = Some(format!("circle transaction {id} {}", state.as_str()));
+        record.reference = Some(id.to_owned());
+        record.detail = Some(match tx_hash {
+            Some(hash) => format!("circle transaction {id} {} txHash {hash}", state.as_str()),
+            None => format!("circle transaction {id} {}", state.as_str()),
+        });
     } else if state.is_final() {
         record.state = AttemptState::Failed;
         record.reference = Some(id.to_owned());

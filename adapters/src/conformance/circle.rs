@@ -154,7 +154,7 @@ impl Rail for CircleRail {
             match self.adapter.client().get_transaction(&created.id).await {
                 Ok(transaction) if transaction.state.moved_money() => {
                     return SettlementReport::Settled {
-                        reference: transaction.tx_hash.unwrap_or(transaction.id),
+                        reference: transaction.id,
                         network: NETWORK.to_owned(),
                     };
                 }
@@ -264,7 +264,7 @@ impl RailUnderTest for CircleUnderTest {
             .into_iter()
             .map(|transfer| Movement {
                 key: transfer.idempotency_key,
-                reference: transfer.tx_hash.unwrap_or(transfer.id),
+                reference: transfer.id,
             })
             .collect()
     }

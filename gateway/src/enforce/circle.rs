@@ -755,7 +755,7 @@ impl Enforcer {
                 TransferStatus::Completed,
                 CallEnd::Completed,
                 SettlementReport::Settled {
-                    reference: s.tx_hash.clone().unwrap_or_else(|| s.id.clone()),
+                    reference: s.id.clone(),
                     network: terms.network.clone(),
                 },
                 Vec::new(),
@@ -1007,10 +1007,7 @@ impl Enforcer {
         }
         let report = if observed.state.moved_money() {
             SettlementReport::Settled {
-                reference: observed
-                    .tx_hash
-                    .clone()
-                    .unwrap_or_else(|| observed.id.clone()),
+                reference: observed.id.clone(),
                 network: String::new(),
             }
         } else {
