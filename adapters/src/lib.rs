@@ -223,6 +223,22 @@ pub fn check_bound(
     Ok(())
 }
 
+/// Creates the attempt record of `record.decision_id`, durably, unless one exists — then
+/// [`AdapterError::AlreadyAuthorized`]: the one gate every adapter passes before anything
+/// leaves the gateway, so a decision authorizes at most once however often it is retried.
+pub async fn create_attempt_once(
+    ledger: &dyn PaymentLedger,
+    record: &AttemptRecord,
+) -> Result<(), AdapterError> {
+    match ledger.create_attempt(record).await? {
+        ledger::AttemptClaim::Created => Ok(()),
+        ledger::AttemptClaim::Existing(existing) => Err(AdapterError::AlreadyAuthorized {
+            decision_id: record.decision_id.clone(),
+            state: existing.state.as_str(),
+        }),
+    }
+}
+
 /// Records a rail's report on the attempt of `decision_id`: the one `report` of every adapter.
 /// Settled and failed are final: a later, different word does not undo them.
 pub async fn record_report(

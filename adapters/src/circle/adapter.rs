@@ -59,9 +59,10 @@ use super::client::{
     idempotency_key_for,
 };
 use super::state::TransactionState;
-use crate::ledger::{AttemptClaim, AttemptRecord, AttemptState, PaymentLedger};
+use crate::ledger::{AttemptRecord, AttemptState, PaymentLedger};
 use crate::{
-    Adapter, AdapterError, Allowances, Reconciliation, SettlementReport, check_bound, record_report,
+    Adapter, AdapterError, Allowances, Reconciliation, SettlementReport, check_bound,
+    create_attempt_once, record_report,
 };
 
 /// The rail name in receipts and ledger records.
@@ -569,12 +570,7 @@ impl Adapter for CircleAdapter {
             detail: None,
         };
         // Durable before anything leaves: one attempt per decision.
-        if let AttemptClaim::Existing(existing) = ledger.create_attempt(&record).await? {
-            return Err(AdapterError::AlreadyAuthorized {
-                decision_id: decision_id.to_owned(),
-                state: existing.state.as_str(),
-            });
-        }
+        create_attempt_once(ledger, &record).await?;
         self.send(ledger, record, &transfer).await
     }
 

@@ -59,9 +59,10 @@ use super::wire::{
     self, ExactEvmAuthorization, ExactEvmPayload, PaymentIdentifierSupport, PaymentRequired,
     Requirement, X402Version,
 };
-use crate::ledger::{AttemptClaim, AttemptRecord, AttemptState, PaymentLedger};
+use crate::ledger::{AttemptRecord, AttemptState, PaymentLedger};
 use crate::{
-    Adapter, AdapterError, Allowances, Reconciliation, SettlementReport, check_bound, record_report,
+    Adapter, AdapterError, Allowances, Reconciliation, SettlementReport, check_bound,
+    create_attempt_once, record_report,
 };
 
 /// The rail name in receipts and ledger records.
@@ -396,12 +397,7 @@ impl Adapter for X402Adapter {
             // nonce. In this order: of concurrent retries of one decision only the one that
             // created the attempt claims the nonce. (Submitted together, a refused duplicate
             // could take the nonce first and leave the decision's own attempt unpayable.)
-            if let AttemptClaim::Existing(existing) = ledger.create_attempt(&record).await? {
-                return Err(AdapterError::AlreadyAuthorized {
-                    decision_id: decision_id.to_owned(),
-                    state: existing.state.as_str(),
-                });
-            }
+            create_attempt_once(ledger, &record).await?;
             let claimed = ledger
                 .claim_replay_key(RAIL, &replay_key, valid_before, now)
                 .await;
@@ -415,12 +411,7 @@ impl Adapter for X402Adapter {
             "signature requested from the {} signer; no payload has left the gateway",
             self.signer.kind()
         ));
-        if let AttemptClaim::Existing(existing) = ledger.create_attempt(&record).await? {
-            return Err(AdapterError::AlreadyAuthorized {
-                decision_id: decision_id.to_owned(),
-                state: existing.state.as_str(),
-            });
-        }
+        create_attempt_once(ledger, &record).await?;
         // A payload that cannot be built after a signature was made is recorded as the
         // signer's failures are (the signature exists: `signature_may_exist` says so for any
         // error that is not the signer's own refusal).
