@@ -477,6 +477,14 @@ fn forged_unknown_key_and_replayed_webhooks_change_nothing() {
     );
     assert_eq!(unknown.status, 401);
     assert_eq!(unknown.json()["code"], "CIRCLE_WEBHOOK_KEY_UNKNOWN");
+    // Another invented key id right after: not even looked up at Circle (no amplification).
+    let invented = lane.webhook(
+        &complete.body,
+        "00000000-0000-4000-8000-000000000001",
+        &complete.signature,
+    );
+    assert_eq!(invented.status, 503);
+    assert_eq!(invented.json()["code"], "CIRCLE_WEBHOOK_KEY_RATE_LIMITED");
     let malformed = lane.webhook(&complete.body, &key_id, "not base64!");
     assert_eq!(malformed.status, 401);
     assert_eq!(

@@ -75,6 +75,9 @@ const MAX_KEY_ID_LEN: usize = 128;
 use super::pay::RECONCILE_BUDGET;
 /// How long a webhook waits for Circle to hand out an unknown notification key.
 const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a key id Circle did not know, how long before another new key id is looked up: each
+/// unauthenticated webhook with an invented key id would otherwise cost a request to Circle.
+const UNKNOWN_KEY_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The gateway's Circle rail: the adapter (with the client and its secrets), the source wallet,
 /// and the state of transfers waiting for their outcome.
@@ -395,6 +398,8 @@ struct KeyCache {
     known: HashMap<String, NotificationKey>,
     order: VecDeque<String>,
     unknown: VecDeque<String>,
+    /// When Circle last said it did not know a key id.
+    last_unknown: Option<std::time::Instant>,
 }
 
 impl KeyCache {
@@ -413,6 +418,7 @@ impl KeyCache {
             self.unknown.pop_front();
         }
         self.unknown.push_back(id.to_owned());
+        self.last_unknown = Some(std::time::Instant::now());
     }
 }
 
@@ -1063,6 +1069,17 @@ impl Enforcer {
             }
             if cache.unknown.iter().any(|id| id == key_id) {
                 return Err(unknown());
+            }
+            if cache
+                .last_unknown
+                .is_some_and(|at| at.elapsed() < UNKNOWN_KEY_BACKOFF)
+            {
+                // Someone is sending invented key ids: Circle redelivers a genuine one later.
+                return Err(WebhookAnswer::new(
+                    503,
+                    "CIRCLE_WEBHOOK_KEY_RATE_LIMITED",
+                    "a new X-Circle-Key-Id is looked up at most once a second after an unknown one; retry",
+                ));
             }
         }
         let fetched = tokio::time::timeout(

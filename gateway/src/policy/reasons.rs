@@ -773,6 +773,10 @@ pub const REASONS: &[(&str, &str)] = &[
         "The notification key could not be fetched from Circle; nothing was recorded and Circle will retry. Check connectivity to [circle].base_url.",
     ),
     (
+        "CIRCLE_WEBHOOK_KEY_RATE_LIMITED",
+        "A notification named a key id not seen before, right after one Circle did not know: it was not looked up and nothing was recorded; Circle redelivers genuine notifications. Many of these mean someone is sending forged webhooks to /webhooks/circle.",
+    ),
+    (
         "CIRCLE_WEBHOOK_KEY_INVALID",
         "The notification public key is not an ECDSA P-256 key; nothing was recorded. Report it with the daemon log.",
     ),
