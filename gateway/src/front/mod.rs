@@ -25,12 +25,16 @@
 //!      Server-Sent Events; 405 in 2026-07-28;
 //!    - DELETE (handshake eras): ends the session and its upstream (204).
 //!
+//! `GET /healthz` answers without a token (after the same Origin check) whether the daemon's
+//! store can be read: see [`health`].
+//!
 //! Sessions idle for an hour (no POST in flight, no GET stream open) are ended. Submodules:
-//! [`checks`] (header and body checks), [`conn`] (a relay with its upstream), [`router`] (the
-//! relay's answers to the POSTs waiting for them).
+//! [`checks`] (header and body checks), [`conn`] (a relay with its upstream), [`health`] (the
+//! health route), [`router`] (the relay's answers to the POSTs waiting for them).
 
 mod checks;
 mod conn;
+mod health;
 mod rails;
 mod router;
 
@@ -283,8 +287,9 @@ enum Outcome {
 
 impl Front {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        // 1. Route: the rails' endpoints, the HTTP lane, or an MCP server.
+        // 1. Route: the health route, the rails' endpoints, the HTTP lane, or an MCP server.
         match request.uri().path() {
+            health::PATH => return self.health(&request).await,
             rails::TRANSFERS_PATH => return self.circle_transfer(request).await,
             rails::WEBHOOK_PATH => return self.circle_webhook(request).await,
             _ => {}
@@ -345,17 +350,7 @@ impl Front {
         name: &str,
         endpoint: Endpoint,
     ) -> Result<&TokenConfig, Box<Response<Body>>> {
-        if let Some(origin) = headers.get(ORIGIN)
-            && !checks::origin_allowed(origin, &self.config.gateway.allowed_origins)
-        {
-            tracing::warn!(?origin, "refused a request from a foreign origin");
-            return Err(Box::new(refusal(
-                StatusCode::FORBIDDEN,
-                "HTTP_ORIGIN_NOT_ALLOWED",
-                "the request's Origin is not allowed",
-                "Add the origin (scheme://host) to allowed_origins in the [gateway] table of gateway.toml if this page should reach the gateway.",
-            )));
-        }
+        self.check_origin(headers)?;
         let Some(token) = checks::bearer(headers).and_then(|token| self.config.token(token)) else {
             return Err(Box::new(unauthorized(checks::bearer(headers).is_some())));
         };
@@ -381,6 +376,69 @@ impl Front {
             )));
         }
         Ok(token)
+    }
+
+    /// An `Origin` header, when present, must name an allowed origin (DNS rebinding).
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
+        if let Some(origin) = headers.get(ORIGIN)
+            && !checks::origin_allowed(origin, &self.config.gateway.allowed_origins)
+        {
+            tracing::warn!(?origin, "refused a request from a foreign origin");
+            return Err(Box::new(refusal(
+                StatusCode::FORBIDDEN,
+                "HTTP_ORIGIN_NOT_ALLOWED",
+                "the request's Origin is not allowed",
+                "Add the origin (scheme://host) to allowed_origins in the [gateway] table of gateway.toml if this page should reach the gateway.",
+            )));
+        }
+        Ok(())
+    }
+
+    /// `GET /healthz`: the Origin check, a bodiless GET or HEAD, then a cheap read of the store
+    /// (see [`health`]). No token: a probe has none, and the answer holds nothing secret.
+    async fn health(&self, request: &Request<Incoming>) -> Response<Body> {
+        let headers = request.headers();
+        if let Err(response) = self.check_origin(headers) {
+            return *response;
+        }
+        match health::admit(request.method(), headers) {
+            Ok(()) => {}
+            Err(health::Refused::Method) => return method_not_allowed(health::ALLOW),
+            Err(health::Refused::Body) => {
+                return refusal(
+                    StatusCode::BAD_REQUEST,
+                    "HTTP_BODY_NOT_ALLOWED",
+                    "the health route takes no body",
+                    "Send GET /healthz without a body.",
+                );
+            }
+        }
+        let store = Arc::clone(self.enforcer.store());
+        let outcome = health::check(
+            async move { crate::store::Store::log_size(store.as_ref()).await },
+            health::STORE_DEADLINE,
+        )
+        .await;
+        let (status, text) = health::answer(
+            outcome,
+            self.enforcer.key().kid(),
+            self.enforcer.generation(),
+        );
+        let head = request.method() == Method::HEAD;
+        let mut response = if head {
+            plain(status, empty())
+        } else {
+            json_response(status, text)
+        };
+        if head {
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, health::cache_control());
+        response
     }
 
     /// A request for the HTTP lane: origin and bearer checks as for `/mcp`, then the lane.
