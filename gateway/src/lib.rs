@@ -8,6 +8,7 @@
 //! - [`enforce`]: the daemon's decision authority: pins, classification, decisions, holds, receipts.
 //! - [`http_lane`]: the HTTP reverse-proxy lane (`/http/NAME`): URL normalization, upstream client.
 //! - [`home`]: the `$TRUSTOS_HOME` layout.
+//! - [`hosts`]: agent hosts' MCP config files (`trustos onboard`, `trustos audit hosts`).
 //! - [`keyfile`]: gateway keys on disk.
 //! - [`mcp`]: the MCP relay, its protocol eras and upstream transports.
 //! - [`policy`]: profiles, their compilation to Cedar, and decisions.
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod enforce;
 pub mod front;
 pub mod home;
+pub mod hosts;
 pub mod http_lane;
 pub mod keyfile;
 pub mod mcp;

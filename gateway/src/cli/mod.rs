@@ -18,11 +18,13 @@ macro_rules! out {
 
 mod adapters;
 mod approve;
+mod audit;
 mod init;
 mod jwks;
 mod keygen;
 mod log;
 mod mcp;
+mod onboard;
 mod payments;
 mod profile;
 mod quickstart;
@@ -77,8 +79,66 @@ enum AdaptersCommand {
     },
 }
 
+/// `trustos audit …`.
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Every MCP server of every agent host on this machine: through the gateway or not.
+    #[command(
+        after_help = "Examples:\n  trustos audit hosts\n  trustos audit hosts --json\n  \
+        trustos audit hosts --root /mnt/backup\n\n\
+        Reads the known configs of claude-desktop, claude-code, cursor, codex, openclaw, vscode \
+        and windsurf: user-level under $HOME (with --root DIR, $HOME resolved under DIR as if DIR \
+        were /), project-level in the current directory. A tool server given a payment \
+        credential in its env (a wallet key, seed phrase, Circle or x402 key) is reported by \
+        variable name, never by value. Exit 0 all through the gateway, 1 any server bypasses \
+        it, holds a payment credential, or a config is unreadable, 2 usage error."
+    )]
+    Hosts {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Resolve $HOME under this directory, as if it were /.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Put Trust OS in front of every MCP server of an agent host (rewrites its config).
+    #[command(
+        after_help = "Examples:\n  trustos onboard cursor --dry-run\n  trustos onboard cursor\n  \
+        trustos onboard codex --config ~/.codex/config.toml\n  trustos onboard cursor --undo\n\n\
+        Stdio servers become `trustos mcp --server NAME -- <their command>`; URL servers go to \
+        the gateway's /mcp/NAME (the upstream URL moves to gateway.toml's [servers.NAME], with a \
+        bearer token for the host under [[tokens]]), or, for claude-desktop, to `trustos mcp \
+        --server NAME --url URL`. Everything else in the file keeps its bytes. The original is \
+        kept as <file>.trustos-backup; --undo puts it back byte for byte. Running it twice \
+        changes nothing. Exit 0 done (or nothing to do), 1 the host config cannot be onboarded \
+        (ONBOARD_* code, nothing written), 2 usage or gateway.toml error."
+    )]
+    Onboard {
+        /// The host.
+        #[arg(value_name = "HOST", value_enum)]
+        host: crate::hosts::Host,
+        /// Print the diff, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Restore the config from its backup.
+        #[arg(long)]
+        undo: bool,
+        /// This config file instead of the host's known locations.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
+    },
+    /// Audits of this machine: agent hosts whose tool servers bypass the gateway.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Payment rail adapters: the conformance suite.
     Adapters {
         #[command(subcommand)]
@@ -363,6 +423,22 @@ pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Keygen { out, json } => keygen::run(&out, json),
         Command::Jwks { keys } => jwks::run(&keys),
+        Command::Onboard {
+            host,
+            dry_run,
+            undo,
+            config,
+            home,
+        } => onboard::run(onboard::OnboardArgs {
+            host,
+            dry_run,
+            undo,
+            config,
+            home,
+        }),
+        Command::Audit {
+            command: AuditCommand::Hosts { json, root },
+        } => audit::run(json, root.as_deref()),
         Command::Quickstart { home } => match Home::resolve(home) {
             Ok(home) => quickstart::run(&home),
             Err(err) => usage("quickstart", &err),
