@@ -317,38 +317,33 @@ fn keygen_writes_a_private_key_and_jwks_publishes_it() {
     );
 }
 
+/// `trustos quickstart --home DIR`: the real path (daemon, facilitator, paid tool server) in
+/// a home that is kept, so what it wrote can be checked afterwards.
+fn quickstart_in(home: &Path) -> Output {
+    trustos(&["quickstart", "--home", home.to_str().unwrap()])
+}
+
 #[test]
 fn quickstart_ends_in_a_bundle_that_verifies_offline() {
-    let home = scratch("quickstart");
-    let run = || trustos_at(&home, &["quickstart"]);
-    let first = run();
+    let home = scratch("quickstart").join("home");
+    let first = quickstart_in(&home);
     assert_eq!(first.status.code(), Some(0), "{first:?}");
-    assert!(stdout(&first).contains("created"));
+    assert!(stdout(&first).contains("receipt verified offline"));
     let out = home.join("quickstart");
     let jwks = out.join("jwks.json");
-    for file in ["bundle.json", "receipt.jws", "decision.jws"] {
-        let output = trustos(&[
-            "verify",
-            out.join(file).to_str().unwrap(),
-            "--jwks",
-            jwks.to_str().unwrap(),
-        ]);
-        assert_eq!(output.status.code(), Some(0), "{file}: {output:?}");
-    }
-    // The key is kept: a second run reuses it, and the old receipts still verify under it.
-    let old_receipt = fs::read(out.join("receipt.jws")).unwrap();
-    let second = run();
-    assert_eq!(second.status.code(), Some(0));
-    assert!(stdout(&second).contains("reused"));
-    let kept = home.join("old-receipt.jws");
-    fs::write(&kept, old_receipt).unwrap();
     let output = trustos(&[
         "verify",
-        kept.to_str().unwrap(),
+        out.join("bundle.json").to_str().unwrap(),
         "--jwks",
         jwks.to_str().unwrap(),
     ]);
-    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    // The home is never reused: a second run refuses it and changes nothing in it.
+    let bundle = fs::read(out.join("bundle.json")).unwrap();
+    let second = quickstart_in(&home);
+    assert_eq!(second.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("not empty"));
+    assert_eq!(fs::read(out.join("bundle.json")).unwrap(), bundle);
     // Someone else's JWKS does not verify this gateway's bundle.
     let output = trustos(&[
         "verify",
@@ -368,11 +363,14 @@ fn log_prove_prints_a_bundle_that_verifies_and_refuses_non_receipts() {
     assert_eq!(empty.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&empty.stderr).contains("trustos quickstart"));
 
-    assert_eq!(with_home(&["quickstart"]).status.code(), Some(0));
+    fs::remove_dir_all(&home).unwrap();
+    assert_eq!(quickstart_in(&home).status.code(), Some(0));
+    // The paid call's decision (0) and receipt (1), the denied decision, the held deploy's
+    // challenge and approved decisions, and its receipt.
     let checkpoint = with_home(&["log", "checkpoint", "--json"]);
     assert_eq!(checkpoint.status.code(), Some(0), "{checkpoint:?}");
     let report: serde_json::Value = serde_json::from_slice(&checkpoint.stdout).unwrap();
-    assert_eq!(report["treeSize"], 2);
+    assert_eq!(report["treeSize"], 6);
 
     let bundle = with_home(&["log", "prove", "--index", "1"]);
     assert_eq!(bundle.status.code(), Some(0), "{bundle:?}");
@@ -386,22 +384,22 @@ fn log_prove_prints_a_bundle_that_verifies_and_refuses_non_receipts() {
         jwks.to_str().unwrap(),
     ]);
     assert_eq!(verified.status.code(), Some(0), "{verified:?}");
-    assert!(stdout(&verified).contains("included at index 1 of 2"));
+    assert!(stdout(&verified).contains("included at index 1 of 6"));
 
-    // Index 0 is the decision; index 2 does not exist.
+    // Index 0 is the decision; index 6 does not exist.
     let decision = with_home(&["log", "prove", "--index", "0"]);
     assert_eq!(decision.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&decision.stderr).contains("not a receipt"));
     assert_eq!(
-        with_home(&["log", "prove", "--index", "2"]).status.code(),
+        with_home(&["log", "prove", "--index", "6"]).status.code(),
         Some(2)
     );
 }
 
 #[test]
 fn a_second_process_cannot_open_the_data_directory() {
-    let home = scratch("second");
-    let first = trustos_at(&home, &["quickstart"]);
+    let home = scratch("second").join("home");
+    let first = quickstart_in(&home);
     assert_eq!(first.status.code(), Some(0));
     let key = std::sync::Arc::new(
         trustos::keyfile::read_private_key(&home.join("keys/gateway.key.pem")).unwrap(),
@@ -420,45 +418,35 @@ fn a_second_process_cannot_open_the_data_directory() {
 }
 
 #[test]
-fn quickstart_decides_with_the_editable_profile_in_the_home() {
-    let home = scratch("quickstart-profile");
-    assert_eq!(trustos_at(&home, &["quickstart"]).status.code(), Some(0));
+fn quickstart_leaves_an_editable_profile_in_the_home() {
+    let home = scratch("quickstart-profile").join("home");
+    assert_eq!(quickstart_in(&home).status.code(), Some(0));
     let profile = home.join("profiles/quickstart/profile.toml");
     let original = fs::read_to_string(&profile).unwrap();
-    // A daily budget smaller than the price: the call is denied, with its reason, and logged.
+    // The kept profile (and its Cedar rule beside it) is what the gateway enforced, and what
+    // `trustos routes` reads: the paid forecast is budgeted, the deploy decided.
+    let validated = trustos(&["profile", "validate", profile.to_str().unwrap()]);
+    assert_eq!(validated.status.code(), Some(0), "{validated:?}");
+    let routes = trustos_at(&home, &["routes", "--json"]);
+    assert_eq!(routes.status.code(), Some(0), "{routes:?}");
+    let listed = stdout(&routes);
+    assert!(
+        listed.contains("get_forecast") && listed.contains("deploy"),
+        "{listed}"
+    );
+    // An edit that breaks it is refused with its line, never used.
     fs::write(
         &profile,
-        original.replace("limit = \"1000000\"", "limit = \"5000\""),
+        original.replace("limit = \"15000\"", "limit = 12"),
     )
     .unwrap();
-    let denied = trustos_at(&home, &["quickstart"]);
-    assert_eq!(denied.status.code(), Some(1), "{denied:?}");
-    let report = stdout(&denied);
-    assert!(report.contains("decision  deny"), "{report}");
-    assert!(report.contains("BUDGET_DAILY_EXCEEDED: "), "{report}");
-    let decision = home.join("quickstart/decision.jws");
-    let jwks = home.join("quickstart/jwks.json");
-    let verified = trustos(&[
-        "verify",
-        decision.to_str().unwrap(),
-        "--jwks",
-        jwks.to_str().unwrap(),
-    ]);
-    assert_eq!(verified.status.code(), Some(0));
-    assert!(stdout(&verified).contains("outcome deny"));
-    // Denied decisions are logged too: 2 entries from the first run, 1 from this one.
-    let checkpoint = trustos_at(&home, &["log", "checkpoint", "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&checkpoint.stdout).unwrap();
-    assert_eq!(report["treeSize"], 3);
-    // An invalid profile is refused with its line, never used.
-    fs::write(
-        &profile,
-        original.replace("limit = \"1000000\"", "limit = 12"),
-    )
-    .unwrap();
-    let invalid = trustos_at(&home, &["quickstart"]);
-    assert_eq!(invalid.status.code(), Some(2));
-    let message = String::from_utf8_lossy(&invalid.stderr);
+    let invalid = trustos(&["profile", "validate", profile.to_str().unwrap()]);
+    assert_eq!(invalid.status.code(), Some(1));
+    let message = format!(
+        "{}{}",
+        stdout(&invalid),
+        String::from_utf8_lossy(&invalid.stderr)
+    );
     assert!(message.contains("profile.toml:"), "{message}");
     assert!(message.contains("budgets[0].limit"), "{message}");
 }

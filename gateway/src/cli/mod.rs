@@ -19,6 +19,7 @@ macro_rules! out {
 mod adapters;
 mod approve;
 mod audit;
+mod demo_tool_server;
 mod init;
 mod jwks;
 mod keygen;
@@ -166,14 +167,47 @@ enum Command {
         #[arg(long = "key", value_name = "PEM", required = true, num_args = 1..)]
         keys: Vec<PathBuf>,
     },
-    /// Walk one paid tool call through the trust kernel to an offline-verified receipt.
-    #[command(after_help = "Example:\n  trustos quickstart\n\n\
-        Uses (or creates) the gateway key in $TRUSTOS_HOME/keys (default ~/.trustos) and writes \
-        decision.jws, receipt.jws, bundle.json and jwks.json to $TRUSTOS_HOME/quickstart.")]
+    /// Three real calls through the gateway to a paid MCP tool server, and a receipt verified
+    /// offline.
+    #[command(
+        after_help = "Examples:\n  trustos quickstart\n  trustos quickstart --keep\n\n\
+        In a throwaway home (or --home DIR, new or empty, kept) it starts a local x402 \
+        facilitator, the daemon with its HTTP front, and a demo paid MCP tool server, then as an \
+        agent makes a paid call (paid once through x402, receipted), a call over the budget \
+        (denied) and a deploy held for an operator (approved with the operator key), and \
+        verifies the paid call's receipt offline. Everything it started stops when it ends, \
+        also on Ctrl-C. Exit 0 all as expected, 1 an outcome differed, 2 setup error, 130 \
+        interrupted."
+    )]
     Quickstart {
-        /// State directory (default: $TRUSTOS_HOME, else ~/.trustos).
+        /// Use this directory (new or empty) as the home, and keep it.
         #[arg(long, value_name = "DIR")]
         home: Option<PathBuf>,
+        /// Keep the throwaway home (its keys, profile, log and receipt bundle).
+        #[arg(long)]
+        keep: bool,
+        /// Milliseconds to wait, the deploy call held, before approving it (for tests).
+        #[arg(long, hide = true, value_name = "MS")]
+        pause_before_approval: Option<u64>,
+    },
+    /// The quickstart's demo paid MCP tool server, on stdio (internal).
+    #[command(hide = true)]
+    DemoToolServer {
+        /// The x402 facilitator's base URL.
+        #[arg(long, value_name = "URL")]
+        facilitator: String,
+        /// The address payments go to.
+        #[arg(long, value_name = "ADDR")]
+        pay_to: String,
+        /// `get_forecast`'s price, in USDC base units.
+        #[arg(long, value_name = "BASE_UNITS", default_value_t = 10_000)]
+        price: u64,
+        /// CAIP-2 network of the offer.
+        #[arg(long, value_name = "CAIP2", default_value = quickstart::DEMO_NETWORK)]
+        network: String,
+        /// Token contract of the offer.
+        #[arg(long, value_name = "ADDR", default_value = quickstart::DEMO_ASSET)]
+        asset: String,
     },
     /// Write, check and exercise policy profiles.
     #[command(subcommand)]
@@ -439,10 +473,28 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Audit {
             command: AuditCommand::Hosts { json, root },
         } => audit::run(json, root.as_deref()),
-        Command::Quickstart { home } => match Home::resolve(home) {
-            Ok(home) => quickstart::run(&home),
-            Err(err) => usage("quickstart", &err),
-        },
+        Command::Quickstart {
+            home,
+            keep,
+            pause_before_approval,
+        } => quickstart::run(quickstart::QuickstartArgs {
+            home,
+            keep,
+            pause_before_approval: pause_before_approval.map(std::time::Duration::from_millis),
+        }),
+        Command::DemoToolServer {
+            facilitator,
+            pay_to,
+            price,
+            network,
+            asset,
+        } => demo_tool_server::run(demo_tool_server::DemoToolArgs {
+            facilitator,
+            pay_to,
+            price,
+            network,
+            asset,
+        }),
         Command::Profile(ProfileCommand::Init { pack, out }) => {
             let out = match out {
                 Some(out) => Ok(out),
