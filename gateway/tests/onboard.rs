@@ -602,3 +602,45 @@ fn audit_usage_errors_and_an_empty_machine() {
         Some(2)
     );
 }
+
+#[test]
+fn gateway_toml_conflicts_and_errors_write_nothing() {
+    let root = root("gateway-conflict", Some("cursor"));
+    let file = root.join("home/user/.cursor/mcp.json");
+    let original = fs::read(&file).unwrap();
+    let home = Path::new(&trustos_home(&root)).to_path_buf();
+    fs::create_dir_all(&home).unwrap();
+    let taken = "[servers.linear]\nurl = \"https://elsewhere.example/mcp\"\n";
+    fs::write(home.join("gateway.toml"), taken).unwrap();
+    let output = onboard_file(&root, "cursor", &file);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ONBOARD_SERVER_CONFLICT"));
+    assert_eq!(fs::read(&file).unwrap(), original);
+    assert_eq!(
+        fs::read_to_string(home.join("gateway.toml")).unwrap(),
+        taken
+    );
+
+    fs::write(home.join("gateway.toml"), "[gateway]\nlisten_addr = 1\n").unwrap();
+    let output = onboard_file(&root, "cursor", &file);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ONBOARD_GATEWAY_CONFIG"));
+    assert_eq!(fs::read(&file).unwrap(), original);
+}
+
+#[test]
+fn audit_reports_an_unreadable_config() {
+    let root = root("audit-unreadable", None);
+    write(
+        &root,
+        "home/user/.codeium/windsurf/mcp_config.json",
+        "{\"mcpServers\": {",
+    );
+    let output = audit(&root);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("UNREADABLE"),
+        "{}",
+        text(&output)
+    );
+}
