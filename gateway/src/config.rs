@@ -385,6 +385,43 @@ pub struct ServerConfig {
     /// URL of a Streamable HTTP server.
     #[serde(default)]
     pub url: Option<String>,
+    /// Headers sent to the URL server on every request (e.g. its `Authorization`). A value may
+    /// name environment variables as `${env:NAME}`: resolved from the daemon's environment when
+    /// it connects, so a secret need not be written here.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl ServerConfig {
+    /// The headers for the URL server, `${env:NAME}` resolved from `lookup`; an error names
+    /// the header and the missing variable, never a value.
+    pub fn resolved_headers(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(String, String)>, String> {
+        self.headers
+            .iter()
+            .map(|(name, template)| {
+                let mut value = String::new();
+                let mut rest = template.as_str();
+                while let Some(start) = rest.find("${env:") {
+                    value.push_str(&rest[..start]);
+                    let after = &rest[start + "${env:".len()..];
+                    let end = after
+                        .find('}')
+                        .ok_or_else(|| format!("header {name}: unclosed ${{env:…}}"))?;
+                    let variable = &after[..end];
+                    let resolved = lookup(variable).ok_or_else(|| {
+                        format!("header {name}: the environment variable {variable} is not set")
+                    })?;
+                    value.push_str(&resolved);
+                    rest = &after[end + 1..];
+                }
+                value.push_str(rest);
+                Ok((name.clone(), value))
+            })
+            .collect()
+    }
 }
 
 /// A bearer token of the HTTP front, and whom it speaks for.
@@ -469,6 +506,22 @@ impl GatewayConfig {
                 return Err(format!(
                     "[servers.{name}]: server names are letters, digits, '-', '_' and '.'"
                 ));
+            }
+            if !server.headers.is_empty() && server.url.is_none() {
+                return Err(format!(
+                    "[servers.{name}] headers: only a `url` server sends headers"
+                ));
+            }
+            for header in server.headers.keys() {
+                if header.is_empty()
+                    || !header
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(format!(
+                        "[servers.{name}] headers: {header:?} is not a header name"
+                    ));
+                }
             }
         }
         for (name, lane) in &config.http {
@@ -593,6 +646,40 @@ mod tests {
             "[circle]\napi_key_env = \"K\"\nentity_secret_env = \"S\"\nwallet_id = \"w-1\"\n{extra}\n\
              [[circle.tokens]]\nnetwork = \"eip155:84532\"\nasset = \"usdc\"\ntoken_id = \"t-1\"\ndecimals = 6\n"
         )
+    }
+
+    #[test]
+    fn url_servers_carry_headers_with_environment_references_resolved() {
+        let config = GatewayConfig::parse(
+            "[servers.docs]\nurl = \"https://mcp.example/docs\"\n\
+             headers = { Authorization = \"Bearer ${env:DOCS_TOKEN}\", X-Team = \"core\" }\n",
+        )
+        .unwrap();
+        let docs = &config.servers["docs"];
+        let lookup = |name: &str| (name == "DOCS_TOKEN").then(|| "s3cret".to_owned());
+        assert_eq!(
+            docs.resolved_headers(lookup).unwrap(),
+            [
+                ("Authorization".to_owned(), "Bearer s3cret".to_owned()),
+                ("X-Team".to_owned(), "core".to_owned())
+            ]
+        );
+        let missing = docs.resolved_headers(|_| None).unwrap_err();
+        assert!(
+            missing.contains("DOCS_TOKEN") && missing.contains("Authorization"),
+            "{missing}"
+        );
+        assert!(
+            GatewayConfig::parse("[servers.a]\ncommand = [\"x\"]\nheaders = { A = \"b\" }\n")
+                .unwrap_err()
+                .contains("only a `url` server")
+        );
+        assert!(
+            GatewayConfig::parse(
+                "[servers.a]\nurl = \"http://h\"\nheaders = { \"a b\" = \"c\" }\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

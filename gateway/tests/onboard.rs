@@ -411,7 +411,7 @@ fn onboard_file(root: &Path, host: &str, path: &Path) -> Output {
 #[test]
 fn bad_inputs_are_refused_with_codes_and_nothing_is_written() {
     let root = root("bad", None);
-    let cases: [(&str, &str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str, &str); 7] = [
         (
             "cursor",
             "a.json",
@@ -437,9 +437,15 @@ fn bad_inputs_are_refused_with_codes_and_nothing_is_written() {
             "ONBOARD_SECRET_INLINE",
         ),
         (
-            "codex",
-            "e.toml",
-            "[mcp_servers.x]\nurl = \"https://a/mcp\"\nbearer_token_env_var = \"TOKEN\"\n",
+            "vscode",
+            "e.json",
+            "{\"servers\": {\"x\": {\"type\": \"http\", \"url\": \"https://a/mcp\", \"headers\": {\"Authorization\": \"Bearer ${input:token}\"}}}}",
+            "ONBOARD_UPSTREAM_HEADERS",
+        ),
+        (
+            "claude-desktop",
+            "g.json",
+            "{\"mcpServers\": {\"x\": {\"url\": \"https://a/mcp\", \"headers\": {\"X-Team\": \"core\"}}}}",
             "ONBOARD_UPSTREAM_HEADERS",
         ),
         (
@@ -643,4 +649,81 @@ fn audit_reports_an_unreadable_config() {
         "{}",
         text(&output)
     );
+}
+
+/// A URL server's own headers move into `gateway.toml` with its URL, environment references
+/// kept as `${env:NAME}` (the daemon resolves them), so nothing is lost and no secret is copied:
+/// Cursor's `headers` and Codex's `bearer_token_env_var` / `env_http_headers` / `http_headers`.
+#[test]
+fn url_servers_headers_move_into_gateway_toml() {
+    let root = root("headers", None);
+    let cursor = write(
+        &root,
+        "cursor.json",
+        "{\n  \"mcpServers\": {\n    \"docs\": {\n      \"url\": \"https://docs.example/mcp\",\n      \"headers\": {\"Authorization\": \"Bearer ${env:DOCS_TOKEN}\", \"X-Team\": \"core\"}\n    }\n  }\n}\n",
+    );
+    let onboarded = onboard_file(&root, "cursor", &cursor);
+    assert_eq!(onboarded.status.code(), Some(0), "{}", text(&onboarded));
+    let host_text = fs::read_to_string(&cursor).unwrap();
+    assert!(!host_text.contains("DOCS_TOKEN"), "{host_text}");
+    assert!(!host_text.contains("docs.example"), "{host_text}");
+
+    let codex = write(
+        &root,
+        "config.toml",
+        "# my codex\n[mcp_servers.issues]\nurl = \"https://issues.example/mcp\"\nbearer_token_env_var = \"ISSUES_TOKEN\"\nenv_http_headers = { \"X-Org\" = \"ORG_ID\" }\n",
+    );
+    let onboarded = onboard_file(&root, "codex", &codex);
+    assert_eq!(onboarded.status.code(), Some(0), "{}", text(&onboarded));
+    let host_text = fs::read_to_string(&codex).unwrap();
+    assert!(host_text.starts_with("# my codex\n"), "{host_text}");
+    assert!(
+        !host_text.contains("ISSUES_TOKEN") && !host_text.contains("ORG_ID"),
+        "{host_text}"
+    );
+
+    let gateway: toml::Table =
+        fs::read_to_string(Path::new(&trustos_home(&root)).join("gateway.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+    let servers = gateway["servers"].as_table().unwrap();
+    let docs = servers["docs"].as_table().unwrap();
+    assert_eq!(docs["url"].as_str(), Some("https://docs.example/mcp"));
+    assert_eq!(
+        docs["headers"]["Authorization"].as_str(),
+        Some("Bearer ${env:DOCS_TOKEN}")
+    );
+    assert_eq!(docs["headers"]["X-Team"].as_str(), Some("core"));
+    let issues = servers["issues"].as_table().unwrap();
+    assert_eq!(
+        issues["headers"]["Authorization"].as_str(),
+        Some("Bearer ${env:ISSUES_TOKEN}")
+    );
+    assert_eq!(issues["headers"]["X-Org"].as_str(), Some("${env:ORG_ID}"));
+
+    // `--undo` gives the host files back byte for byte; the gateway keeps serving the upstreams.
+    for (host, path) in [("cursor", &cursor), ("codex", &codex)] {
+        let home = trustos_home(&root);
+        let undo = run(
+            &root,
+            HOME,
+            &[
+                "onboard",
+                host,
+                "--undo",
+                "--config",
+                path.to_str().unwrap(),
+                "--home",
+                &home,
+            ],
+        );
+        assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
+    }
+    assert!(
+        fs::read_to_string(&cursor)
+            .unwrap()
+            .contains("${env:DOCS_TOKEN}")
+    );
+    assert!(fs::read_to_string(&codex).unwrap().contains("ISSUES_TOKEN"));
 }

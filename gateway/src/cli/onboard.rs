@@ -176,7 +176,7 @@ fn onboard(args: &OnboardArgs, files: &[PathBuf]) -> Result<(), HostError> {
         let rewrite = hosts::rewrite(args.host, file, &text, &plan)?;
         rewrites.push((file, text, rewrite));
     }
-    let added: Vec<(String, String)> = rewrites
+    let added: Vec<hosts::GatewayServer> = rewrites
         .iter()
         .flat_map(|(_, _, rewrite)| rewrite.gateway_servers.clone())
         .collect();
@@ -220,7 +220,7 @@ fn onboard(args: &OnboardArgs, files: &[PathBuf]) -> Result<(), HostError> {
             gateway.path.display(),
             added
                 .iter()
-                .map(|(name, _)| name.as_str())
+                .map(|(name, _, _)| name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         );

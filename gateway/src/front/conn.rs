@@ -76,8 +76,9 @@ impl Conn {
         let relay = Relay::new(identity, authority, to_client.clone(), to_upstream);
         let http = match &server.url {
             Some(url) => {
+                let headers = server.resolved_headers(|name| std::env::var(name).ok())?;
                 let upstream =
-                    Arc::new(HttpUpstream::new(url, Vec::new()).map_err(|err| err.to_string())?);
+                    Arc::new(HttpUpstream::new(url, headers).map_err(|err| err.to_string())?);
                 tokio::spawn(send_http(
                     Arc::clone(&relay),
                     Arc::clone(&upstream),

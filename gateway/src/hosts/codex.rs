@@ -81,20 +81,26 @@ fn entry(path: &Path, name: &str, table: &dyn TableLike) -> Result<ServerEntry, 
             .unwrap_or_default()
     };
     let env = pairs("env");
-    let mut headers: Vec<(String, bool)> = pairs("http_headers")
-        .into_iter()
-        .map(|(k, _)| (k, true))
-        .collect();
-    headers.extend(
-        pairs("env_http_headers")
-            .into_iter()
-            .map(|(k, _)| (k, false)),
-    );
+    let mut headers: Vec<(String, bool)> = Vec::new();
+    let mut header_values: Vec<(String, Option<String>)> = Vec::new();
+    for (name, value) in pairs("http_headers") {
+        headers.push((name.clone(), true));
+        header_values.push((name, Some(value)));
+    }
+    for (name, variable) in pairs("env_http_headers") {
+        headers.push((name.clone(), false));
+        header_values.push((name, Some(format!("${{env:{variable}}}"))));
+    }
     if table.contains_key("bearer_token") {
         headers.push(("bearer_token".to_owned(), true));
+        header_values.push(("Authorization".to_owned(), None));
     }
-    if table.contains_key("bearer_token_env_var") {
+    if let Some(variable) = table.get("bearer_token_env_var").and_then(Item::as_str) {
         headers.push(("bearer_token_env_var".to_owned(), false));
+        header_values.push((
+            "Authorization".to_owned(),
+            Some(format!("Bearer ${{env:{variable}}}")),
+        ));
     }
     let transport = match (&command, &url) {
         (Some(_), _) => Some(Transport::Stdio),
@@ -110,6 +116,7 @@ fn entry(path: &Path, name: &str, table: &dyn TableLike) -> Result<ServerEntry, 
         env,
         url,
         headers,
+        header_values,
     })
 }
 
@@ -171,17 +178,21 @@ pub fn rewrite(path: &Path, text: &str, plan: &Plan) -> Result<Rewrite, HostErro
                 ));
             }
             Some(Transport::Http) => {
-                super::json_host::check_headers(path, entry)?;
+                let moved = super::json_host::check_headers(path, entry, true)?;
                 let url = entry.url.clone().unwrap_or_default();
                 let gateway_url = plan.gateway_url(&name);
                 set_keeping_decor(table, "url", &gateway_url);
+                // The upstream's own auth moves into gateway.toml with the URL.
+                for key in ["env_http_headers", "bearer_token_env_var"] {
+                    table.remove(key);
+                }
                 let mut headers = InlineTable::new();
                 headers.insert(
                     "Authorization",
                     Value::from(format!("Bearer {}", plan.token)),
                 );
                 table.insert("http_headers", Item::Value(Value::InlineTable(headers)));
-                out.gateway_servers.push((name.clone(), url.clone()));
+                out.gateway_servers.push((name.clone(), url.clone(), moved));
                 out.changed
                     .push(format!("{}: {url} → {gateway_url}", entry.name));
             }

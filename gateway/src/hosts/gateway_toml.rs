@@ -55,11 +55,11 @@ impl GatewayToml {
         format!("http://{listen}")
     }
 
-    /// The text with `servers` (gateway name, upstream URL) served and `token` admitted for
-    /// them; `None` when nothing needs adding.
+    /// The text with `servers` (gateway name, upstream URL, headers) served and `token`
+    /// admitted for them; `None` when nothing needs adding.
     pub fn with_servers(
         &self,
-        servers: &[(String, String)],
+        servers: &[super::GatewayServer],
         token: &str,
     ) -> Result<Option<String>, HostError> {
         if servers.is_empty() {
@@ -83,7 +83,7 @@ impl GatewayToml {
             gateway.insert("listen", value(DEFAULT_LISTEN));
         }
         let mut names = Array::new();
-        for (name, url) in servers {
+        for (name, url, headers) in servers {
             if let Some(existing) = self.config.servers.get(name) {
                 let existing = existing
                     .url
@@ -122,6 +122,13 @@ impl GatewayToml {
             }
             let mut server = Table::new();
             server.insert("url", value(url.as_str()));
+            if !headers.is_empty() {
+                let mut moved = toml_edit::InlineTable::new();
+                for (header, header_value) in headers {
+                    moved.insert(header, header_value.as_str().into());
+                }
+                server.insert("headers", value(moved));
+            }
             table.insert(name, Item::Table(server));
             names.push(name.as_str());
         }

@@ -150,11 +150,16 @@ fn entry(
             .unwrap_or_default()
     };
     let env = pairs("env");
-    let headers = pairs("headers")
+    let raw_headers = pairs("headers");
+    let headers = raw_headers
+        .iter()
+        .map(|(name, value)| (name.clone(), !value.contains("${")))
+        .collect();
+    let header_values = raw_headers
         .into_iter()
         .map(|(name, value)| {
-            let inline = !value.contains("${");
-            (name, inline)
+            let value = gateway_header_value(&value);
+            (name, value)
         })
         .collect();
     let transport = match (&command, &url) {
@@ -171,7 +176,36 @@ fn entry(
         env,
         url,
         headers,
+        header_values,
     })
+}
+
+/// A host's header value as the gateway's `[servers.NAME] headers` takes it: `${env:NAME}`
+/// (VS Code, Cursor) kept, `${NAME}` (Claude Code) written as `${env:NAME}`, literal text kept;
+/// `None` for other references (`${input:…}`, `${workspaceFolder}`…) the gateway cannot resolve.
+pub fn gateway_header_value(value: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}')?;
+        let reference = &after[..end];
+        let variable = reference.strip_prefix("env:").unwrap_or(reference);
+        if variable.is_empty()
+            || !variable
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return None;
+        }
+        out.push_str("${env:");
+        out.push_str(variable);
+        out.push('}');
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 fn url_member(host: Host, node: &Node) -> Option<&Member> {
@@ -189,9 +223,15 @@ pub fn secret_header(name: &str) -> bool {
         .any(|word| lower.contains(word))
 }
 
-/// Checks that a URL server's headers can be left behind: none (the gateway's `[servers.NAME]`
-/// has no headers).
-pub fn check_headers(path: &Path, entry: &ServerEntry) -> Result<(), HostError> {
+/// Checks that a URL server's headers can move into the gateway's `[servers.NAME] headers`: no
+/// secret written in the file (it would be copied), every value in a form the gateway resolves,
+/// and a host that reaches the gateway over HTTP (`moves`; through the stdio shim's `--url`
+/// there is nowhere to put them). The headers that move.
+pub fn check_headers(
+    path: &Path,
+    entry: &ServerEntry,
+    moves: bool,
+) -> Result<Vec<(String, String)>, HostError> {
     if let Some((header, _)) = entry
         .headers
         .iter()
@@ -203,14 +243,22 @@ pub fn check_headers(path: &Path, entry: &ServerEntry) -> Result<(), HostError> 
             header: header.clone(),
         });
     }
-    if let Some((header, _)) = entry.headers.first() {
-        return Err(HostError::UpstreamHeaders {
-            path: path.display().to_string(),
-            name: entry.name.clone(),
-            header: header.clone(),
-        });
+    let refused = |header: &str| HostError::UpstreamHeaders {
+        path: path.display().to_string(),
+        name: entry.name.clone(),
+        header: header.to_owned(),
+    };
+    if let (false, Some((header, _))) = (moves, entry.header_values.first()) {
+        return Err(refused(header));
     }
-    Ok(())
+    entry
+        .header_values
+        .iter()
+        .map(|(name, value)| match value {
+            Some(value) => Ok((name.clone(), value.clone())),
+            None => Err(refused(name)),
+        })
+        .collect()
 }
 
 /// The whitespace before `pos` on its line, when only whitespace precedes it.
@@ -279,7 +327,7 @@ pub fn rewrite(host: Host, path: &Path, text: &str, plan: &Plan) -> Result<Rewri
                 ));
             }
             Some(Transport::Http) => {
-                check_headers(path, entry)?;
+                let moved = check_headers(path, entry, host.speaks_http())?;
                 let url = entry.url.clone().unwrap_or_default();
                 let Some(url_member) = url_member(host, node) else {
                     continue;
@@ -304,7 +352,7 @@ pub fn rewrite(host: Host, path: &Path, text: &str, plan: &Plan) -> Result<Rewri
                     {
                         edits.push((kind.value.span.clone(), quote("http")));
                     }
-                    out.gateway_servers.push((name.clone(), url.clone()));
+                    out.gateway_servers.push((name.clone(), url.clone(), moved));
                     out.changed.push(format!("{label}: {url} → {gateway_url}"));
                 } else {
                     let mut items: Vec<String> =

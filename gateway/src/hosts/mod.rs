@@ -62,7 +62,15 @@ pub struct ServerEntry {
     /// Names of headers (or auth settings) it sends to its URL, with whether the value is written
     /// in the file (not an environment reference).
     pub headers: Vec<(String, bool)>,
+    /// The same headers as the gateway's `[servers.NAME] headers` would carry them: the header
+    /// name and its value, environment references as `${env:NAME}`; `None` for a value the
+    /// gateway cannot take over (a host-specific reference such as VS Code's `${input:…}`).
+    pub header_values: Vec<(String, Option<String>)>,
 }
+
+/// A URL server moving behind the gateway: its name there, its upstream URL and the headers it
+/// sent (environment references kept as `${env:NAME}`).
+pub type GatewayServer = (String, String, Vec<(String, String)>);
 
 /// The command name the wrapped entries run.
 pub const TRUSTOS_COMMAND: &str = "trustos";
@@ -172,7 +180,7 @@ pub struct Rewrite {
     /// Entries already wrapped (left as they were).
     pub already: Vec<String>,
     /// URL servers now reached through `/mcp/NAME`: (gateway name, upstream URL).
-    pub gateway_servers: Vec<(String, String)>,
+    pub gateway_servers: Vec<GatewayServer>,
 }
 
 /// Why a host config could not be read or onboarded. Each has a stable code.
@@ -198,7 +206,7 @@ pub enum HostError {
     },
     /// A URL server sends credentials written in the file.
     #[error(
-        "ONBOARD_SECRET_INLINE: {path}: server {name:?} sends {header} with a value written in the file; the gateway cannot carry upstream headers yet, and onboarding would leave the secret in place: move the upstream behind a token-free URL or keep this server out of the host for now; nothing was written"
+        "ONBOARD_SECRET_INLINE: {path}: server {name:?} sends {header} with a secret written in the file; write it as an environment reference (`${{env:NAME}}`, or the host's own form) and run again: onboarding moves the header into gateway.toml and would copy the secret; nothing was written"
     )]
     SecretInline {
         /// The file.
@@ -210,7 +218,7 @@ pub enum HostError {
     },
     /// A URL server sends headers the gateway cannot forward.
     #[error(
-        "ONBOARD_UPSTREAM_HEADERS: {path}: server {name:?} sends {header} to its URL; the gateway's [servers.NAME] cannot carry upstream headers yet; nothing was written"
+        "ONBOARD_UPSTREAM_HEADERS: {path}: server {name:?} sends {header} to its URL in a form the gateway cannot take over (this host reaches the gateway through the stdio shim, or the value is a host-specific reference); nothing was written"
     )]
     UpstreamHeaders {
         /// The file.
