@@ -347,6 +347,8 @@ fn every_reason_code_the_gateway_uses_is_in_the_table() {
     let mut missing = std::collections::BTreeSet::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
+        // Unit tests' literals (env var names, inputs) are not codes the gateway answers with.
+        let text = text.split("#[cfg(test)]").next().unwrap_or_default();
         for literal in text.split('"').skip(1).step_by(2) {
             let code_like = literal
                 .bytes()

@@ -16,8 +16,7 @@ pub fn payment_credential(name: &str, value: &str) -> Option<&'static str> {
     if has("ENTITY_SECRET") {
         return Some("a Circle entity secret");
     }
-    if upper == "CIRCLE_API_KEY" || (upper.starts_with("CIRCLE_") && (has("KEY") || has("SECRET")))
-    {
+    if upper.starts_with("CIRCLE_") && (has("KEY") || has("SECRET")) {
         return Some("a Circle API key");
     }
     if upper.starts_with("X402_") && (has("KEY") || has("SECRET")) {

@@ -267,6 +267,10 @@ pub const REASONS: &[(&str, &str)] = &[
         "The daemon could not encode its answer; report it with the daemon log.",
     ),
     (
+        "HTTP_BODY_NOT_ALLOWED",
+        "The route takes no body (GET /healthz): send the request without one.",
+    ),
+    (
         "HTTP_UNAUTHORIZED",
         "Send `Authorization: Bearer TOKEN` with a token whose SHA-256 is listed under [[tokens]] in gateway.toml.",
     ),
