@@ -4,8 +4,9 @@
 //!
 //! For every host: the audit fails (exit 1) → `--dry-run` prints a diff and writes nothing →
 //! onboard → the audit passes (exit 0) → onboarding again changes nothing → `--undo` restores
-//! the original byte for byte → the audit fails again. Then the bad inputs and the payment
-//! credential warning. Each test works in its own copy under `CARGO_TARGET_TMPDIR`.
+//! the original byte for byte → the audit fails again. Then the bad inputs, the payment
+//! credential warning, `--undo` refusing to drop edits made after onboarding (unless `--force`),
+//! and `$CODEX_HOME`. Each test works in its own copy under `CARGO_TARGET_TMPDIR`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -52,13 +53,23 @@ fn root(test: &str, host: Option<&str>) -> PathBuf {
 }
 
 fn run(root: &Path, home: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
+    run_with(root, home, None, args)
+}
+
+/// Runs `trustos` with `HOME` and, when given, `CODEX_HOME` set on the child only (the test
+/// process's own environment is never changed).
+fn run_with(root: &Path, home: &str, codex_home: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    command
         .args(args)
         .current_dir(root.join("project"))
         .env("HOME", home)
         .env_remove("TRUSTOS_HOME")
-        .output()
-        .unwrap()
+        .env_remove("CODEX_HOME");
+    if let Some(codex_home) = codex_home {
+        command.env("CODEX_HOME", codex_home);
+    }
+    command.output().unwrap()
 }
 
 fn text(output: &Output) -> String {
@@ -726,4 +737,288 @@ fn url_servers_headers_move_into_gateway_toml() {
             .contains("${env:DOCS_TOKEN}")
     );
     assert!(fs::read_to_string(&codex).unwrap().contains("ISSUES_TOKEN"));
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn undo_file(root: &Path, host: &str, path: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "onboard",
+        host,
+        "--undo",
+        "--config",
+        path.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    run(root, HOME, &args)
+}
+
+/// A file edited after onboarding: `--undo` (and `--undo --dry-run`) refuse with exit 1 and
+/// write nothing; `--force` without `--undo` is a usage error; `--undo --force` restores the
+/// original byte for byte.
+#[test]
+fn undo_refuses_to_drop_later_edits_unless_forced() {
+    let root = root("undo-edited", Some("cursor"));
+    let file = root.join("home/user/.cursor/mcp.json");
+    let backup = sibling(&file, ".trustos-backup");
+    let record = sibling(&file, ".trustos-written");
+    let original = fs::read(&file).unwrap();
+    let output = onboard_file(&root, "cursor", &file);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let onboarded = fs::read(&file).unwrap();
+    assert_ne!(onboarded, original);
+    assert!(
+        fs::read_to_string(&record).unwrap().starts_with("sha256:"),
+        "no record of what onboard wrote"
+    );
+
+    // The user edits the onboarded file.
+    let mut edited = onboarded.clone();
+    edited.extend_from_slice(b"\r\n");
+    fs::write(&file, &edited).unwrap();
+
+    let output = undo_file(&root, "cursor", &file, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ONBOARD_EDITED_AFTER_ONBOARD"), "{stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+    assert_eq!(fs::read(&file).unwrap(), edited, "a refused undo wrote");
+    assert_eq!(fs::read(&backup).unwrap(), original, "the backup moved");
+    assert!(record.exists());
+
+    // The dry run shows what undo would restore, and that it would refuse.
+    let output = undo_file(&root, "cursor", &file, &["--dry-run"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("(restored)") && stdout.contains("@@ -"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("would refuse"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("ONBOARD_EDITED_AFTER_ONBOARD"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(fs::read(&file).unwrap(), edited);
+    assert_eq!(fs::read(&backup).unwrap(), original);
+
+    // --force alone is a usage error and writes nothing.
+    let output = onboard_file_with(&root, "cursor", &file, &["--force"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--undo"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(fs::read(&file).unwrap(), edited);
+
+    // --undo --force: the original, byte for byte; backup and record gone.
+    let output = undo_file(&root, "cursor", &file, &["--force"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(fs::read(&file).unwrap(), original);
+    assert!(!backup.exists());
+    assert!(!record.exists());
+}
+
+fn onboard_file_with(root: &Path, host: &str, path: &Path, extra: &[&str]) -> Output {
+    let home = trustos_home(root);
+    let mut args = vec![
+        "onboard",
+        host,
+        "--config",
+        path.to_str().unwrap(),
+        "--home",
+        &home,
+    ];
+    args.extend(extra);
+    run(root, HOME, &args)
+}
+
+/// An unchanged file undoes without `--force` and without a warning; `--undo --dry-run` shows
+/// the restore and writes nothing; a backup from before records existed undoes with a warning.
+#[test]
+fn undo_of_an_unchanged_file_and_of_an_old_backup() {
+    let root = root("undo-unchanged", Some("cursor"));
+    let file = root.join("home/user/.cursor/mcp.json");
+    let record = sibling(&file, ".trustos-written");
+    let original = fs::read(&file).unwrap();
+    let output = onboard_file(&root, "cursor", &file);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let onboarded = fs::read(&file).unwrap();
+
+    let output = undo_file(&root, "cursor", &file, &["--dry-run"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("would restore it from"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with('-') && line.contains("\"command\": \"trustos\"")),
+        "{stdout}"
+    );
+    assert_eq!(fs::read(&file).unwrap(), onboarded, "the dry run wrote");
+
+    let output = undo_file(&root, "cursor", &file, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(output.stderr.is_empty(), "{}", text(&output));
+    assert_eq!(fs::read(&file).unwrap(), original);
+    assert!(!record.exists());
+
+    // A backup made by a version without the record: undo cannot tell, warns, restores.
+    let output = onboard_file(&root, "cursor", &file);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    fs::remove_file(&record).unwrap();
+    fs::write(&file, b"{\"mcpServers\": {}}\n").unwrap();
+    let output = undo_file(&root, "cursor", &file, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot be detected"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(fs::read(&file).unwrap(), original);
+}
+
+/// Onboarding again after an edit keeps the first backup, which lacks the edit: the record says
+/// so and undo asks for `--force` even though the file is what onboard last wrote.
+#[test]
+fn undo_after_onboarding_an_edited_file_again_needs_force() {
+    let root = root("undo-reonboard", None);
+    let first = "{\n  \"mcpServers\": {\n    \"a\": {\"command\": \"npx\"}\n  }\n}\n";
+    let file = write(&root, "mcp.json", first);
+    let output = onboard_file(&root, "cursor", &file);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let edited = fs::read_to_string(&file)
+        .unwrap()
+        .replace("\n  }\n}", ",\n    \"b\": {\"command\": \"uvx\"}\n  }\n}");
+    fs::write(&file, &edited).unwrap();
+    let output = onboard_file(&root, "cursor", &file);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("will ask for --force"),
+        "{}",
+        text(&output)
+    );
+    let again = fs::read(&file).unwrap();
+    assert!(String::from_utf8_lossy(&again).contains("\"uvx\""));
+
+    let output = undo_file(&root, "cursor", &file, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("ONBOARD_EDITED_AFTER_ONBOARD"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(fs::read(&file).unwrap(), again);
+    let output = undo_file(&root, "cursor", &file, &["--force"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(fs::read_to_string(&file).unwrap(), first);
+}
+
+/// `$CODEX_HOME/config.toml` is Codex's user config when `CODEX_HOME` is set and non-empty:
+/// the audit reads it (under `--root` too) instead of `~/.codex/config.toml`, onboard finds and
+/// rewrites it, and `--config` still wins.
+#[test]
+fn codex_home_is_honoured_by_audit_and_onboard() {
+    let root = root("codex-home", None);
+    let user_home = root.join("home/user").display().to_string();
+    let codex_home = root.join("codex-home");
+    let config = write(
+        &root,
+        "codex-home/config.toml",
+        &fixture_text("codex", "home/user/.codex/config.toml"),
+    );
+    let original = fs::read(&config).unwrap();
+    let decoy_text = "[mcp_servers.decoy]\ncommand = \"npx\"\n";
+    let decoy = write(&root, "home/user/.codex/config.toml", decoy_text);
+    let codex_home_arg = codex_home.to_str().unwrap();
+
+    // Audit, no --root: $CODEX_HOME is read, ~/.codex is not.
+    let output = run_with(
+        &root,
+        &user_home,
+        Some(codex_home_arg),
+        &["audit", "hosts", "--json"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["files"], serde_json::json!([config.to_str().unwrap()]));
+    assert!(!text(&output).contains("decoy"), "{}", text(&output));
+    // Empty CODEX_HOME: the default again.
+    let output = run_with(&root, &user_home, Some(""), &["audit", "hosts"]);
+    assert!(text(&output).contains("decoy"), "{}", text(&output));
+    assert!(!text(&output).contains("github"), "{}", text(&output));
+    // --root: $CODEX_HOME resolved under the root, like $HOME.
+    let output = run_with(
+        &root,
+        HOME,
+        Some("/codex-home"),
+        &["audit", "hosts", "--root", root.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains(config.to_str().unwrap()),
+        "{}",
+        text(&output)
+    );
+    assert!(!text(&output).contains("decoy"), "{}", text(&output));
+
+    // Onboard finds $CODEX_HOME/config.toml and leaves ~/.codex alone.
+    let home = trustos_home(&root);
+    let output = run_with(
+        &root,
+        &user_home,
+        Some(codex_home_arg),
+        &["onboard", "codex", "--home", &home],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let onboarded = fs::read_to_string(&config).unwrap();
+    assert!(onboarded.contains("command = \"trustos\""), "{onboarded}");
+    assert_eq!(
+        fs::read(sibling(&config, ".trustos-backup")).unwrap(),
+        original
+    );
+    assert_eq!(fs::read_to_string(&decoy).unwrap(), decoy_text);
+    let output = run_with(&root, &user_home, Some(codex_home_arg), &["audit", "hosts"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+
+    // --config wins over $CODEX_HOME.
+    let output = run_with(
+        &root,
+        &user_home,
+        Some(codex_home_arg),
+        &[
+            "onboard",
+            "codex",
+            "--config",
+            decoy.to_str().unwrap(),
+            "--home",
+            &home,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_ne!(fs::read_to_string(&decoy).unwrap(), decoy_text);
+
+    // A CODEX_HOME without a config: onboard says where it looked.
+    let empty = root.join("empty-codex-home");
+    fs::create_dir_all(&empty).unwrap();
+    let output = run_with(
+        &root,
+        &user_home,
+        Some(empty.to_str().unwrap()),
+        &["onboard", "codex"],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains(empty.join("config.toml").to_str().unwrap()),
+        "{}",
+        text(&output)
+    );
 }

@@ -6,7 +6,8 @@
 //! `.cursor/mcp.json`, `.vscode/mcp.json`, `.codex/config.toml`) in the current directory. With
 //! `--root DIR`, `$HOME` is resolved under DIR as if DIR were `/` (`--root /mnt/img` with
 //! `HOME=/home/ana` reads `/mnt/img/home/ana/.cursor/mcp.json`); project configs are still read
-//! in the current directory.
+//! in the current directory. Codex's user config is `$CODEX_HOME/config.toml` when `CODEX_HOME`
+//! is set and non-empty (resolved under `--root` too), else `~/.codex/config.toml`.
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use crate::hosts::credentials::payment_credential;
+use crate::hosts::registry::UserDirs;
 use crate::hosts::{self, Host};
 
 /// One server in the report.
@@ -76,9 +78,10 @@ pub fn run(json: bool, root: Option<&Path>) -> u8 {
         );
         return EXIT_USAGE;
     }
-    let home = match root {
-        Some(root) => under_root(root, &home),
-        None => home,
+    let user = UserDirs::from_env(home);
+    let user = match root {
+        Some(root) => user.map(|dir| under_root(root, dir)),
+        None => user,
     };
     let project = match std::env::current_dir() {
         Ok(dir) => dir,
@@ -96,7 +99,7 @@ pub fn run(json: bool, root: Option<&Path>) -> u8 {
     };
     let mut seen: Vec<PathBuf> = Vec::new();
     for host in Host::ALL {
-        for path in host.candidates(&home, &project) {
+        for path in host.candidates(&user, &project) {
             if !path.is_file() || seen.contains(&path) {
                 continue;
             }

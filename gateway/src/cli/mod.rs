@@ -88,10 +88,10 @@ enum AuditCommand {
         after_help = "Examples:\n  trustos audit hosts\n  trustos audit hosts --json\n  \
         trustos audit hosts --root /mnt/backup\n\n\
         Reads the known configs of claude-desktop, claude-code, cursor, codex, openclaw, vscode \
-        and windsurf: user-level under $HOME (with --root DIR, $HOME resolved under DIR as if DIR \
-        were /), project-level in the current directory. A tool server given a payment \
-        credential in its env (a wallet key, seed phrase, Circle or x402 key) is reported by \
-        variable name, never by value. Exit 0 all through the gateway, 1 any server bypasses \
+        and windsurf: user-level under $HOME (Codex's under $CODEX_HOME when set; with --root \
+        DIR, both resolved under DIR as if DIR were /), project-level in the current \
+        directory. A tool server given a payment credential in its env (a wallet key, seed \
+        phrase, Circle or x402 key) is reported by variable name, never by value. Exit 0 all through the gateway, 1 any server bypasses \
         it, holds a payment credential, or a config is unreadable, 2 usage error."
     )]
     Hosts {
@@ -114,9 +114,12 @@ enum Command {
         the gateway's /mcp/NAME (the upstream URL moves to gateway.toml's [servers.NAME], with a \
         bearer token for the host under [[tokens]]), or, for claude-desktop, to `trustos mcp \
         --server NAME --url URL`. Everything else in the file keeps its bytes. The original is \
-        kept as <file>.trustos-backup; --undo puts it back byte for byte. Running it twice \
-        changes nothing. Exit 0 done (or nothing to do), 1 the host config cannot be onboarded \
-        (ONBOARD_* code, nothing written), 2 usage or gateway.toml error."
+        kept as <file>.trustos-backup; --undo puts it back byte for byte, but refuses \
+        (ONBOARD_EDITED_AFTER_ONBOARD, nothing written) if the file was edited after onboarding \
+        unless --force is given (the edits are then lost); --undo --dry-run shows what it would \
+        restore. Codex's user config is $CODEX_HOME/config.toml when CODEX_HOME is set. Running \
+        it twice changes nothing. Exit 0 done (or nothing to do), 1 the host config cannot be \
+        onboarded or restored (ONBOARD_* code, nothing written), 2 usage or gateway.toml error."
     )]
     Onboard {
         /// The host.
@@ -128,6 +131,10 @@ enum Command {
         /// Restore the config from its backup.
         #[arg(long)]
         undo: bool,
+        /// With --undo: restore the original even if the file was edited after onboarding
+        /// (those edits are lost).
+        #[arg(long, requires = "undo")]
+        force: bool,
         /// This config file instead of the host's known locations.
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
@@ -461,12 +468,14 @@ pub fn run(cli: Cli) -> ExitCode {
             host,
             dry_run,
             undo,
+            force,
             config,
             home,
         } => onboard::run(onboard::OnboardArgs {
             host,
             dry_run,
             undo,
+            force,
             config,
             home,
         }),

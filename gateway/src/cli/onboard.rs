@@ -6,9 +6,16 @@
 //! Safety: every file is read, rewritten in memory and checked before anything is written; any
 //! problem (stable `ONBOARD_*` code) leaves every file untouched. The original is copied to
 //! `<file>.trustos-backup` next to it before the first change (a later run keeps that first
-//! backup); writes go to a temporary file in the same directory, then rename. `--undo` moves the
-//! backup back (byte for byte) and leaves `gateway.toml` as it is: the `[servers.NAME]` and
-//! `[[tokens]]` entries onboarding added stay (they serve nothing unless a host uses them).
+//! backup); writes go to a temporary file in the same directory, then rename, and the SHA-256 of
+//! the bytes written is recorded in `<file>.trustos-written`. `--undo` moves the backup back
+//! (byte for byte) and leaves `gateway.toml` as it is: the `[servers.NAME]` and `[[tokens]]`
+//! entries onboarding added stay (they serve nothing unless a host uses them). It first compares
+//! every file with that record and, if one was edited after onboarding, refuses
+//! (`ONBOARD_EDITED_AFTER_ONBOARD`, exit 1, nothing written) unless `--force` is given; a backup
+//! made before records existed cannot be checked and is restored with a warning.
+//!
+//! Codex's user config is `$CODEX_HOME/config.toml` when `CODEX_HOME` is set and non-empty,
+//! else `~/.codex/config.toml`; `--config` overrides both.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,9 +23,14 @@ use std::path::{Path, PathBuf};
 use super::{EXIT_INVALID, EXIT_OK, EXIT_USAGE};
 use crate::home::Home;
 use crate::hosts::credentials::{payment_credential, remedy};
-use crate::hosts::files::{backup_once, check_writable, unified_diff, write_atomic};
+use crate::hosts::files::{
+    UndoSafety, backup_once, check_writable, labelled_diff, read_record, record_written,
+    remove_record, undo_safety, unified_diff, write_atomic,
+};
 use crate::hosts::gateway_toml::GatewayToml;
+use crate::hosts::registry::UserDirs;
 use crate::hosts::{self, Host, HostError, Plan, Rewrite, backup_path};
+use trustos_kernel::canonical::Digest;
 
 /// What `trustos onboard` was asked.
 pub struct OnboardArgs {
@@ -28,6 +40,8 @@ pub struct OnboardArgs {
     pub dry_run: bool,
     /// Restore the backup.
     pub undo: bool,
+    /// With `undo`: restore even a file edited after onboarding (losing those edits).
+    pub force: bool,
     /// One config file instead of the host's known locations.
     pub config: Option<PathBuf>,
     /// The Trust OS home (`--home`), when given.
@@ -44,7 +58,7 @@ pub fn run(args: OnboardArgs) -> u8 {
         }
     };
     let result = if args.undo {
-        undo(&files, args.dry_run)
+        undo(&files, args.dry_run, args.force)
     } else {
         onboard(&args, &files)
     };
@@ -74,7 +88,7 @@ fn config_files(host: Host, config: Option<&Path>) -> Result<Vec<PathBuf>, Strin
         .ok_or("HOME is not set; pass --config PATH")?;
     let project = std::env::current_dir().map_err(|err| format!("current directory: {err}"))?;
     let mut found: Vec<PathBuf> = Vec::new();
-    let candidates = host.candidates(&home, &project);
+    let candidates = host.candidates(&UserDirs::from_env(home), &project);
     for path in &candidates {
         if path.is_file() && !found.contains(path) {
             found.push(path.clone());
@@ -90,7 +104,10 @@ fn config_files(host: Host, config: Option<&Path>) -> Result<Vec<PathBuf>, Strin
     Ok(found)
 }
 
-fn undo(files: &[PathBuf], dry_run: bool) -> Result<(), HostError> {
+fn undo(files: &[PathBuf], dry_run: bool, force: bool) -> Result<(), HostError> {
+    // Check every file first: any refusal, nothing is written.
+    let mut checked: Vec<(&PathBuf, PathBuf, UndoSafety)> = Vec::new();
+    let mut refusal: Option<HostError> = None;
     for file in files {
         let backup = backup_path(file);
         if !backup.is_file() {
@@ -99,26 +116,69 @@ fn undo(files: &[PathBuf], dry_run: bool) -> Result<(), HostError> {
             });
         }
         check_writable(file)?;
+        let safety = if force {
+            UndoSafety::Unchanged
+        } else {
+            let current = fs::read(file).map_err(|err| HostError::io(file, &err))?;
+            undo_safety(file, &current)?
+        };
+        if let Some(why) = safety.why()
+            && refusal.is_none()
+        {
+            refusal = Some(HostError::EditedAfterOnboard {
+                path: file.display().to_string(),
+                backup: backup.display().to_string(),
+                why,
+            });
+        }
+        checked.push((file, backup, safety));
     }
-    for file in files {
-        let backup = backup_path(file);
+    if !dry_run && let Some(refusal) = refusal.take() {
+        return Err(refusal);
+    }
+    for (file, backup, safety) in &checked {
+        if *safety == UndoSafety::Unknown {
+            eprintln!(
+                "warning: {}: its backup predates onboard's record of what it wrote, so changes made after onboarding cannot be detected; undo restores {} as is",
+                file.display(),
+                backup.display()
+            );
+        }
         if dry_run {
             let now = fs::read_to_string(file).map_err(|err| HostError::io(file, &err))?;
-            let before = fs::read_to_string(&backup).map_err(|err| HostError::io(&backup, &err))?;
+            let before = fs::read_to_string(backup).map_err(|err| HostError::io(backup, &err))?;
             out!(
                 "{}",
-                unified_diff(&file.display().to_string(), &now, &before)
+                labelled_diff(&file.display().to_string(), "restored", &now, &before)
             );
+            if safety.why().is_some() {
+                out!(
+                    "{}: dry run, nothing written; undo would refuse (ONBOARD_EDITED_AFTER_ONBOARD) without --force",
+                    file.display()
+                );
+            } else {
+                out!(
+                    "{}: dry run, nothing written; undo would restore it from {}",
+                    file.display(),
+                    backup.display()
+                );
+            }
             continue;
         }
-        fs::rename(&backup, file).map_err(|err| HostError::io(file, &err))?;
+        fs::rename(backup, file).map_err(|err| HostError::io(file, &err))?;
+        if let Err(err) = remove_record(file) {
+            eprintln!("warning: {err} (the file itself was restored)");
+        }
         out!(
             "{}: restored from {} (gateway.toml keeps the [servers.NAME] entries onboard added)",
             file.display(),
             backup.display()
         );
     }
-    Ok(())
+    match refusal {
+        Some(refusal) => Err(refusal),
+        None => Ok(()),
+    }
 }
 
 fn new_token() -> Result<String, HostError> {
@@ -182,13 +242,37 @@ fn onboard(args: &OnboardArgs, files: &[PathBuf]) -> Result<(), HostError> {
         .collect();
     let gateway_text = gateway.with_servers(&added, &plan.token)?;
 
+    // Files edited since onboard last wrote them: the backup (from before the first onboarding)
+    // lacks those edits, so the record keeps saying so and `--undo` will ask for --force.
+    let mut edited_before: Vec<bool> = Vec::new();
     for (file, text, rewrite) in &rewrites {
+        let mut edited = false;
         if rewrite.text != *text {
             check_writable(file)?;
+            if backup_path(file).is_file() {
+                edited = match read_record(file) {
+                    Ok(Some(record)) => {
+                        record.edited_before || record.digest != Digest::of(text.as_bytes())
+                    }
+                    Ok(None) => false,
+                    Err(_) => true,
+                };
+            }
         }
+        edited_before.push(edited);
     }
     if gateway_text.is_some() {
         check_writable(&gateway.path)?;
+    }
+
+    for ((file, _, _), edited) in rewrites.iter().zip(&edited_before) {
+        if *edited {
+            eprintln!(
+                "warning: {}: changed since onboard last wrote it; its backup {} is still the original from before the first onboarding, without those changes, so `--undo` will ask for --force",
+                file.display(),
+                backup_path(file).display()
+            );
+        }
     }
 
     if args.dry_run {
@@ -225,10 +309,11 @@ fn onboard(args: &OnboardArgs, files: &[PathBuf]) -> Result<(), HostError> {
                 .join(", ")
         );
     }
-    for (file, text, rewrite) in &rewrites {
+    for ((file, text, rewrite), edited) in rewrites.iter().zip(&edited_before) {
         if rewrite.text != *text {
             backup_once(file, &backup_path(file))?;
             write_atomic(file, rewrite.text.as_bytes())?;
+            record_written(file, rewrite.text.as_bytes(), *edited)?;
         }
     }
     summarize(&rewrites, false);

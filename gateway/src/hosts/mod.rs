@@ -9,7 +9,8 @@
 //! - [`codex`]: reading and rewriting Codex's `config.toml` with `toml_edit`.
 //! - [`credentials`]: payment credentials handed to a tool server in its `env`.
 //! - [`gateway_toml`]: adding `[servers.NAME]` and a `[[tokens]]` entry to `gateway.toml`.
-//! - [`files`]: atomic writes, backups and a unified diff.
+//! - [`files`]: atomic writes, backups, the record of what onboarding wrote (so `--undo` can
+//!   tell whether the file was edited since) and a unified diff.
 
 pub mod codex;
 pub mod credentials;
@@ -242,6 +243,18 @@ pub enum HostError {
         /// The backup file that is missing.
         path: String,
     },
+    /// `--undo` would throw away changes made to the file after onboarding wrote it.
+    #[error(
+        "ONBOARD_EDITED_AFTER_ONBOARD: {path} {why}; --undo would replace it with {backup} (the original from before onboarding) and lose those changes; pass --force to restore the original anyway; nothing was written"
+    )]
+    EditedAfterOnboard {
+        /// The host config.
+        path: String,
+        /// Its backup.
+        backup: String,
+        /// What changed, in words.
+        why: &'static str,
+    },
     /// The gateway already serves a different upstream under the name.
     #[error(
         "ONBOARD_SERVER_CONFLICT: {gateway}: [servers.{name}] already points at {existing}, not {wanted}; rename one of them; nothing was written"
@@ -304,7 +317,17 @@ pub fn rewrite(host: Host, path: &Path, text: &str, plan: &Plan) -> Result<Rewri
 
 /// The backup of a host config: `<file>.trustos-backup`, next to it.
 pub fn backup_path(path: &Path) -> PathBuf {
+    sibling(path, ".trustos-backup")
+}
+
+/// The record of what onboarding last wrote to a host config: `<file>.trustos-written`, next to
+/// it, holding the SHA-256 of the bytes written (see [`files::WrittenRecord`]).
+pub fn written_path(path: &Path) -> PathBuf {
+    sibling(path, ".trustos-written")
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".trustos-backup");
+    name.push(suffix);
     path.with_file_name(name)
 }

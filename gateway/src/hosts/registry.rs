@@ -7,12 +7,50 @@
 //! | claude-desktop | `~/Library/Application Support/Claude/claude_desktop_config.json` (macOS), `~/.config/Claude/claude_desktop_config.json` (Linux), `~/AppData/Roaming/Claude/claude_desktop_config.json` (Windows) | `mcpServers` |
 //! | claude-code | `./.mcp.json`, `~/.claude.json` | `mcpServers`, and `projects.<path>.mcpServers` in `~/.claude.json` |
 //! | cursor | `~/.cursor/mcp.json`, `./.cursor/mcp.json` | `mcpServers` |
-//! | codex | `~/.codex/config.toml`, `./.codex/config.toml` | `[mcp_servers.NAME]` |
+//! | codex | `$CODEX_HOME/config.toml` (`CODEX_HOME` set and non-empty) else `~/.codex/config.toml`, and `./.codex/config.toml` | `[mcp_servers.NAME]` |
 //! | openclaw | `~/.openclaw/openclaw.json` | `mcp.servers` |
 //! | vscode | `./.vscode/mcp.json`, the user profile's `mcp.json` | `servers` |
 //! | windsurf | `~/.codeium/windsurf/mcp_config.json` | `mcpServers` (`serverUrl` for URLs) |
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+/// The environment variable naming Codex's home directory (default `~/.codex`).
+pub const CODEX_HOME_VAR: &str = "CODEX_HOME";
+
+/// Where the user-level configs live: the user's home, and what the environment says beyond it.
+#[derive(Clone, Debug)]
+pub struct UserDirs {
+    /// The user's home (`$HOME`).
+    pub home: PathBuf,
+    /// Codex's home (`$CODEX_HOME`), when set and non-empty; Codex then reads
+    /// `$CODEX_HOME/config.toml` instead of `~/.codex/config.toml`.
+    pub codex_home: Option<PathBuf>,
+}
+
+impl UserDirs {
+    /// `home`, with `$CODEX_HOME` given as read from the environment (`None` or empty: unset).
+    pub fn new(home: PathBuf, codex_home: Option<OsString>) -> Self {
+        Self {
+            home,
+            codex_home: codex_home.filter(|dir| !dir.is_empty()).map(PathBuf::from),
+        }
+    }
+
+    /// From this process's environment: `home` and `$CODEX_HOME`.
+    pub fn from_env(home: PathBuf) -> Self {
+        Self::new(home, std::env::var_os(CODEX_HOME_VAR))
+    }
+
+    /// Every directory mapped through `map` (`trustos audit hosts --root` resolves them under
+    /// its root).
+    pub fn map(&self, map: impl Fn(&Path) -> PathBuf) -> Self {
+        Self {
+            home: map(&self.home),
+            codex_home: self.codex_home.as_deref().map(map),
+        }
+    }
+}
 
 /// A known agent host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -87,9 +125,10 @@ impl Host {
         }
     }
 
-    /// The host's config files that could exist, user-level under `home` and project-level
+    /// The host's config files that could exist, user-level under `user` and project-level
     /// under `project`, most specific first.
-    pub fn candidates(self, home: &Path, project: &Path) -> Vec<PathBuf> {
+    pub fn candidates(self, user: &UserDirs, project: &Path) -> Vec<PathBuf> {
+        let home = user.home.as_path();
         let at =
             |base: &Path, parts: &[&str]| parts.iter().fold(base.to_path_buf(), |p, s| p.join(s));
         match self {
@@ -116,7 +155,10 @@ impl Host {
             ],
             Host::Codex => vec![
                 at(project, &[".codex", "config.toml"]),
-                at(home, &[".codex", "config.toml"]),
+                match &user.codex_home {
+                    Some(codex_home) => at(codex_home, &["config.toml"]),
+                    None => at(home, &[".codex", "config.toml"]),
+                },
             ],
             Host::Openclaw => vec![at(home, &[".openclaw", "openclaw.json"])],
             Host::Vscode => vec![
@@ -136,5 +178,41 @@ impl Host {
 impl std::fmt::Display for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codex_home_replaces_the_default_when_set_and_not_empty() {
+        let project = Path::new("/p");
+        let default = UserDirs::new(PathBuf::from("/h"), None);
+        assert_eq!(
+            Host::Codex.candidates(&default, project),
+            [
+                PathBuf::from("/p/.codex/config.toml"),
+                PathBuf::from("/h/.codex/config.toml")
+            ]
+        );
+        let empty = UserDirs::new(PathBuf::from("/h"), Some(OsString::new()));
+        assert_eq!(empty.codex_home, None);
+        let set = UserDirs::new(PathBuf::from("/h"), Some(OsString::from("/c")));
+        assert_eq!(
+            Host::Codex.candidates(&set, project),
+            [
+                PathBuf::from("/p/.codex/config.toml"),
+                PathBuf::from("/c/config.toml")
+            ]
+        );
+        // Other hosts do not look at it.
+        assert_eq!(
+            Host::Cursor.candidates(&set, project),
+            Host::Cursor.candidates(&default, project)
+        );
+        let mapped = set.map(|dir| Path::new("/root").join(dir.strip_prefix("/").unwrap()));
+        assert_eq!(mapped.home, PathBuf::from("/root/h"));
+        assert_eq!(mapped.codex_home, Some(PathBuf::from("/root/c")));
     }
 }
