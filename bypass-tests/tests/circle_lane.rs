@@ -10,7 +10,10 @@
 //!   transfer that fits the budget only if they were released passes;
 //! - a transfer that reaches no final state in time is answered `unknown` (504), and retrying
 //!   the same request never creates a second transfer; once Circle completes it, a late webhook
-//!   records it and `trustos payments` shows it settled; a lost creation answer
+//!   records it, `trustos payments` shows it settled, and the log holds exactly one late
+//!   receipt for the decision: `completed`, naming the Circle transaction, composing the
+//!   `unknown` one, provable and verifiable offline; a transfer left `unknown` that Circle
+//!   later fails gets a late `failed` receipt and its budget back; a lost creation answer
 //!   (`TimeoutAfterCreate`) still makes one transfer only;
 //! - webhooks: a forged signature and an unknown key id are refused (401) and change nothing; a
 //!   replayed notification is acknowledged and not processed twice;
@@ -249,6 +252,55 @@ impl Lane {
     fn payments(&self) -> (i32, Vec<Value>) {
         bypass_tests::x402::payments(&self.home).unwrap()
     }
+
+    /// Stops the daemon (the log commands open the store themselves) and returns the receipts
+    /// in the log for `decision_id`: each entry's index, compact JWS and payload, in log order.
+    /// Every bundle `trustos log prove` hands out is verified offline with `trustos verify`.
+    fn stop_and_read_receipts(self, decision_id: &str) -> Vec<(u64, String, Value)> {
+        let Self {
+            server, dir, home, ..
+        } = self;
+        drop(server);
+        let run = |args: &[&str]| {
+            let out = Command::new(bypass_tests::trustos_bin().unwrap())
+                .args(args)
+                .arg("--home")
+                .arg(&home)
+                .output()
+                .unwrap();
+            (out.status.code(), out.stdout, out.stderr)
+        };
+        let (code, out, err) = run(&["log", "checkpoint", "--json"]);
+        assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&err));
+        let size = serde_json::from_slice::<Value>(&out).unwrap()["treeSize"]
+            .as_u64()
+            .unwrap();
+        let mut receipts = Vec::new();
+        for index in 0..size {
+            let (code, bundle, _) = run(&["log", "prove", "--index", &index.to_string()]);
+            if code != Some(0) {
+                continue; // a decision, not a receipt
+            }
+            let bundle_json: Value = serde_json::from_slice(&bundle).unwrap();
+            let jws = bundle_json["receipt"].as_str().unwrap().to_owned();
+            let payload = jws_payload(&jws);
+            if payload["decisionId"] != decision_id {
+                continue;
+            }
+            // The bundle as a whole (receipt, inclusion proof, checkpoint), offline.
+            let bundle_text = String::from_utf8(bundle).unwrap();
+            let (code, out) =
+                bypass_tests::x402::verify_offline(&home, dir.path(), &bundle_text).unwrap();
+            assert_eq!(code, 0, "bundle {index}: {out}");
+            receipts.push((index, jws, payload));
+        }
+        receipts
+    }
+}
+
+/// `sha256:` and the hex SHA-256 of `text`, as receipts name the receipts they compose.
+fn digest_of(text: &str) -> String {
+    trustos_kernel::canonical::Digest::of(text.as_bytes()).to_string()
 }
 
 /// `[circle]` for the emulator: secrets from the environment, testnet, the emulator's wallet,
@@ -426,6 +478,67 @@ fn no_final_state_in_time_is_unknown_and_a_retry_never_sends_a_second_transfer()
     let again = lane.transfer_driven(PAYEE, "3000");
     assert_eq!(again.status, 200, "{}", again.json());
     assert_eq!(lane.emulator.transfers().len(), 2);
+    // The webhook, `trustos payments` (twice) and the in-doubt check all learned the outcome;
+    // a redelivered webhook is acknowledged without effect.
+    let (code, _) = lane.payments();
+    assert_eq!(code, 0);
+
+    // Exactly two receipts for the decision: the `unknown` one, then the late `completed`
+    // one naming the transaction and composing the first.
+    let unknown_jws = answer["receipt"].as_str().unwrap().to_owned();
+    let decision_id = answer["decisionId"].as_str().unwrap().to_owned();
+    let receipts = lane.stop_and_read_receipts(&decision_id);
+    assert_eq!(receipts.len(), 2, "{receipts:?}");
+    assert_eq!(receipts[0].1, unknown_jws);
+    let late = &receipts[1].2;
+    assert_eq!(late["status"], "completed", "{late}");
+    assert_eq!(late["settlement"]["rail"], "circle");
+    assert_eq!(late["settlement"]["reference"], id);
+    assert_eq!(late["settlement"]["amount"], "3000");
+    assert_eq!(late["settlement"]["network"], NETWORK);
+    assert_eq!(late["fingerprint"], payload["fingerprint"]);
+    assert_eq!(late["composes"], json!([digest_of(&unknown_jws)]));
+    // Started when the decision was consumed (just before the first receipt's start), ended
+    // after it (RFC 3339 instants of one format: text order is time order).
+    let instant = |receipt: &Value, name: &str| receipt[name].as_str().unwrap().to_owned();
+    assert!(instant(late, "startedAt") <= instant(&payload, "startedAt"));
+    assert!(instant(late, "completedAt") >= instant(&payload, "completedAt"));
+    assert_ne!(late["receiptId"], payload["receiptId"]);
+}
+
+/// A transfer left `unknown` keeps its budget reservation; when Circle later fails it, the late
+/// webhook receipts it `failed` and gives the budget back.
+#[test]
+fn a_late_failure_is_receipted_and_releases_the_budget() {
+    const OTHER: &str = "0x4444444444444444444444444444444444444444";
+    // 5000 a day: a second 3000 fits only once the first is released.
+    let lane = Lane::start("circle-late-failure", "5000", "");
+    let reply = lane.transfer(FAILING, "3000");
+    assert_eq!(reply.status, 504, "{}", reply.json());
+    let answer = reply.json();
+    assert_eq!(answer["status"], "unknown");
+
+    let over = lane.transfer_driven(OTHER, "3000");
+    assert_eq!(over.status, 403, "still reserved: {}", over.json());
+    assert_eq!(over.codes(), ["BUDGET_DAILY_EXCEEDED"]);
+
+    let id = answer["transactionId"].as_str().unwrap();
+    assert_eq!(
+        lane.emulator.advance_to(id, TransactionState::Failed),
+        Some(TransactionState::Failed)
+    );
+    lane.emulator.flush_webhooks();
+    let fits = lane.transfer_driven(OTHER, "3000");
+    assert_eq!(fits.status, 200, "released: {}", fits.json());
+    assert_eq!(lane.emulator.transfers().len(), 2);
+
+    let unknown_jws = answer["receipt"].as_str().unwrap().to_owned();
+    let receipts = lane.stop_and_read_receipts(answer["decisionId"].as_str().unwrap());
+    assert_eq!(receipts.len(), 2, "{receipts:?}");
+    let late = &receipts[1].2;
+    assert_eq!(late["status"], "failed", "{late}");
+    assert!(late.get("settlement").is_none_or(Value::is_null), "{late}");
+    assert_eq!(late["composes"], json!([digest_of(&unknown_jws)]));
 }
 
 #[test]

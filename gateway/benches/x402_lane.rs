@@ -959,6 +959,7 @@ async fn side_sample(
             Some(result_digest()?),
             started_at,
             Some(settled),
+            None,
         )
         .await
         .map_err(|err| e(&err))?;

@@ -303,6 +303,7 @@ async fn check_decision_lifecycle<S: Store>(store: Arc<S>) {
             decision_id: "life-allow".into(),
             settlement: BudgetSettlement::Capture,
             build: receipt_builder("life-allow", allow.fingerprint, now),
+            awaiting: None,
         })
         .await
         .unwrap();
@@ -358,6 +359,7 @@ async fn check_decision_lifecycle<S: Store>(store: Arc<S>) {
             decision_id: "life-deny".into(),
             settlement: BudgetSettlement::Keep,
             build: Box::new(|_| Err("signer unavailable".into())),
+            awaiting: None,
         })
         .await;
     assert!(
@@ -384,6 +386,228 @@ async fn check_decision_lifecycle<S: Store>(store: Arc<S>) {
         consume("life-forged", Digest::of(b"life-forged"), now).await,
         ConsumeOutcome::Unknown
     );
+    check_log_integrity(&*store).await;
+}
+
+fn late_builder(decision_id: &str, status: ExecutionStatus, now: Timestamp) -> LateEntryBuilder {
+    let decision_id = decision_id.to_owned();
+    Box::new(move |entry: LateEntry| {
+        let receipt = Receipt {
+            object_type: ReceiptType::V1,
+            receipt_id: format!("rcpt-late-{decision_id}"),
+            decision_id,
+            fingerprint: entry.fingerprint,
+            status,
+            result_digest: None,
+            settlement: entry.settlement,
+            started_at: entry.forwarded_at.unwrap_or(now),
+            completed_at: now,
+            log_index: SafeIndex::new(entry.index).map_err(|err| err.to_string())?,
+            composes: vec![entry.open_receipt],
+        };
+        jws::sign(&key(), TYP_RECEIPT, &receipt)
+            .map(String::into_bytes)
+            .map_err(|err| err.to_string())
+    })
+}
+
+fn awaited() -> AwaitedSettlement {
+    AwaitedSettlement {
+        rail: "circle".into(),
+        network: "eip155:84532".into(),
+        asset: "usdc".into(),
+        amount: Amount::from(30u128),
+    }
+}
+
+/// A late outcome is receipted once, however many callers race to receipt it, only for a
+/// decision whose receipt left it open; it captures or releases the kept reservation in the
+/// same unit, names the awaited settlement with the rail's reference, and composes the open
+/// receipt. A builder failure appends nothing and leaves it open.
+async fn check_late_receipts<S: Store>(store: Arc<S>) {
+    let now = at("2026-03-01T10:00:00.000Z");
+    let later = at("2026-03-01T10:05:00.000Z");
+    let budget = |id: &'static str| (id, BudgetWindow::Day, 30u128, 100u128);
+    let mut open_receipts = Vec::new();
+    for id in ["late-settled", "late-failed"] {
+        let made = decision(
+            id,
+            now,
+            Outcome::Allow,
+            &[budget(if id == "late-settled" {
+                "agent:late-s"
+            } else {
+                "agent:late-f"
+            })],
+        );
+        store.commit_decision(made.commit).await.unwrap();
+        assert_eq!(
+            store
+                .consume_decision(id, &made.fingerprint, now)
+                .await
+                .unwrap(),
+            ConsumeOutcome::Consumed
+        );
+        let (_, bytes) = store
+            .commit_receipt(ReceiptCommit {
+                decision_id: id.into(),
+                settlement: BudgetSettlement::Keep,
+                build: receipt_builder(id, made.fingerprint, now),
+                awaiting: Some(awaited()),
+            })
+            .await
+            .unwrap();
+        open_receipts.push((made.fingerprint, bytes));
+    }
+    let usage = |budget_key: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .budget_usage(budget_key, BudgetWindow::Day, now)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        usage("agent:late-s").await,
+        BudgetUsage {
+            reserved: 30,
+            captured: 0
+        }
+    );
+
+    // A decision whose receipt closed it, and a kept receipt that awaits nothing: nothing to do.
+    let closed = decision("late-closed", now, Outcome::Allow, &[]);
+    store.commit_decision(closed.commit).await.unwrap();
+    store
+        .commit_receipt(ReceiptCommit {
+            decision_id: "late-closed".into(),
+            settlement: BudgetSettlement::Keep,
+            build: receipt_builder("late-closed", closed.fingerprint, now),
+            awaiting: None,
+        })
+        .await
+        .unwrap();
+    let size = store.log_size().await.unwrap();
+    let nothing = store
+        .commit_late_receipt(LateReceiptCommit {
+            decision_id: "late-closed".into(),
+            outcome: LateOutcome::Failed,
+            build: late_builder("late-closed", ExecutionStatus::Failed, later),
+        })
+        .await
+        .unwrap();
+    assert!(nothing.is_none());
+    let missing = store
+        .commit_late_receipt(LateReceiptCommit {
+            decision_id: "late-missing".into(),
+            outcome: LateOutcome::Failed,
+            build: late_builder("late-missing", ExecutionStatus::Failed, later),
+        })
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::Invalid(_))),
+        "{missing:?}"
+    );
+
+    // A builder failure appends nothing and settles nothing: the outcome stays open.
+    let failed = store
+        .commit_late_receipt(LateReceiptCommit {
+            decision_id: "late-settled".into(),
+            outcome: LateOutcome::Settled {
+                reference: "tx-1".into(),
+            },
+            build: Box::new(|_| Err("signer unavailable".into())),
+        })
+        .await;
+    assert!(matches!(failed, Err(StoreError::Invalid(_))), "{failed:?}");
+    assert_eq!(store.log_size().await.unwrap(), size);
+    assert_eq!(usage("agent:late-s").await.reserved, 30);
+
+    // 16 racing callers (webhook, reconciliation, in-doubt check…): exactly one receipt.
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .commit_late_receipt(LateReceiptCommit {
+                        decision_id: "late-settled".into(),
+                        outcome: LateOutcome::Settled {
+                            reference: "tx-1".into(),
+                        },
+                        build: late_builder("late-settled", ExecutionStatus::Completed, later),
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut committed = Vec::new();
+    for racer in racers {
+        if let Some(receipt) = racer.await.unwrap() {
+            committed.push(receipt);
+        }
+    }
+    assert_eq!(committed.len(), 1);
+    assert_eq!(store.log_size().await.unwrap(), size + 1);
+    let (index, bytes) = committed.remove(0);
+    assert_eq!(index, size);
+    let verifier =
+        trustos_kernel::verify::Verifier::new(TrustedKeys::new([key().public().clone()]));
+    let late = verifier
+        .verify_receipt(std::str::from_utf8(&bytes).unwrap())
+        .unwrap()
+        .receipt;
+    assert_eq!(late.log_index.get(), index);
+    assert_eq!(late.fingerprint, open_receipts[0].0);
+    assert_eq!(
+        late.started_at, now,
+        "started when the decision was consumed"
+    );
+    assert_eq!(late.composes, vec![Digest::of(&open_receipts[0].1)]);
+    let settlement = late.settlement.unwrap();
+    assert_eq!(settlement.reference, "tx-1");
+    assert_eq!(settlement.rail, "circle");
+    assert_eq!(settlement.network, "eip155:84532");
+    assert_eq!(settlement.amount, Amount::from(30u128));
+    assert_eq!(
+        usage("agent:late-s").await,
+        BudgetUsage {
+            reserved: 0,
+            captured: 30
+        }
+    );
+
+    // A failure releases the reservation and names no settlement.
+    let released = store
+        .commit_late_receipt(LateReceiptCommit {
+            decision_id: "late-failed".into(),
+            outcome: LateOutcome::Failed,
+            build: late_builder("late-failed", ExecutionStatus::Failed, later),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let late = verifier
+        .verify_receipt(std::str::from_utf8(&released.1).unwrap())
+        .unwrap()
+        .receipt;
+    assert!(late.settlement.is_none());
+    assert_eq!(late.composes, vec![Digest::of(&open_receipts[1].1)]);
+    assert_eq!(usage("agent:late-f").await, BudgetUsage::default());
+    // And never twice.
+    let again = store
+        .commit_late_receipt(LateReceiptCommit {
+            decision_id: "late-failed".into(),
+            outcome: LateOutcome::Settled {
+                reference: "tx-2".into(),
+            },
+            build: late_builder("late-failed", ExecutionStatus::Completed, later),
+        })
+        .await
+        .unwrap();
+    assert!(again.is_none());
+    assert_eq!(store.log_size().await.unwrap(), size + 2);
     check_log_integrity(&*store).await;
 }
 
@@ -859,6 +1083,7 @@ redb_checks! {
     redb_nonces_and_records => check_nonces_and_records,
     redb_log_proofs => check_log_proofs,
     redb_commit_and_consume => check_commit_and_consume,
+    redb_late_receipts => check_late_receipts,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -878,6 +1103,7 @@ async fn redb_writer_survives_a_panicking_receipt_builder() {
             decision_id: "panic-1".into(),
             settlement: BudgetSettlement::Capture,
             build: Box::new(|_| panic!("a builder bug")),
+            awaiting: None,
         })
         .await;
     assert!(failed.is_err());
@@ -1003,6 +1229,7 @@ async fn crash_child() {
                             decision_id: id.clone(),
                             settlement: BudgetSettlement::Capture,
                             build: receipt_builder(&id, made.fingerprint, crash_now()),
+                            awaiting: None,
                         })
                         .await
                         .unwrap();

@@ -288,6 +288,7 @@ impl Gate for StoreGate {
                 decision_id: case.decision_id.clone(),
                 settlement: BudgetSettlement::Capture,
                 build,
+                awaiting: None,
             })
             .await
             .map_err(|err| internal(&err))?;

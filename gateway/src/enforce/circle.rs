@@ -31,8 +31,11 @@
 //! Circle once and cached. A verified notification is de-duplicated on its `notificationId` (a
 //! redelivery of one whose processing failed is processed again); `transactions.*`
 //! notifications find their attempt by `refId` and either wake the waiting request or, after its
-//! `unknown` receipt, record the late final state in the ledger (so `trustos payments` shows
-//! it). States only move forward (`TransactionState::may_follow`).
+//! `unknown` receipt, record the late final state in the ledger and receipt it: a second
+//! receipt for the decision, `completed` with the Circle transaction id (the reservation
+//! captured) or `failed` (released), composing the `unknown` one — once, whichever of the
+//! webhook, the in-doubt check or `trustos payments` learns it first. States only move forward
+//! (`TransactionState::may_follow`).
 //!
 //! The API key and the entity secret live in the adapter's client, which never shows them in
 //! `Debug`, errors or logs; nothing here copies them.
@@ -64,6 +67,7 @@ use super::{
     CallEnd, CallPayment, EnforceError, Enforcer, IssuedReceipt, Reason, ToolCall, Verdict,
 };
 use crate::config::{CircleConfig, CircleEnvironmentName, CircleFeeLevel};
+use crate::store::AwaitedSettlement;
 
 /// Notification ids remembered for de-duplication.
 const DEDUP_CAPACITY: usize = 10_000;
@@ -96,7 +100,15 @@ pub struct CirclePayer {
     /// Notification ids seen whose processing failed: their redelivery is processed.
     unfinished: Mutex<HashSet<String>>,
     keys: Mutex<KeyCache>,
+    /// Decision ids of Circle attempts that may still be open, by transfer key: read from the
+    /// ledger once, on the first transfer, then kept by this daemon (the only writer of its
+    /// ledger). A superset: an entry whose attempt turns out final is dropped when consulted,
+    /// so the in-doubt rule never rereads the whole ledger.
+    open_attempts: tokio::sync::OnceCell<Mutex<OpenAttempts>>,
 }
+
+/// Decision ids of possibly open Circle attempts, by transfer key (see [`transfer_key`]).
+type OpenAttempts = HashMap<String, Vec<String>>;
 
 impl std::fmt::Debug for CirclePayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -200,6 +212,7 @@ impl CirclePayer {
             deduper: Mutex::new(NotificationDeduper::new(DEDUP_CAPACITY)),
             unfinished: Mutex::new(HashSet::new()),
             keys: Mutex::new(KeyCache::default()),
+            open_attempts: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -451,6 +464,17 @@ fn recorded_key(record: &AttemptRecord) -> Option<String> {
     ))
 }
 
+/// Drops `decision_id` from the open-attempt index under `key`.
+fn forget_open(index: &Mutex<OpenAttempts>, key: &str, decision_id: &str) {
+    let mut index = lock(index);
+    if let Some(ids) = index.get_mut(key) {
+        ids.retain(|id| id != decision_id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
 /// Removes a waiter and an in-flight mark when the request ends, however it ends.
 struct Registration<'a> {
     payer: &'a CirclePayer,
@@ -558,6 +582,14 @@ impl Enforcer {
             Err(refusal) => return Ok(refused(refusal, RefusalKind::Policy)),
         };
 
+        // In the index before the attempt exists: a crash in between leaves a stale entry,
+        // never a missing one.
+        let index = self.open_circle_attempts(payer).await?;
+        lock(index)
+            .entry(key.clone())
+            .or_default()
+            .push(decision_id.clone());
+
         // Waiting before the transfer exists: its first webhook can beat Circle's answer.
         let (sender, mut updates) = watch::channel(None);
         lock(&payer.waiting).insert(decision_id.clone(), sender);
@@ -620,6 +652,9 @@ impl Enforcer {
                 started_at,
             )
             .await?;
+        if executed.status != TransferStatus::Unknown {
+            forget_open(index, &key, &decision_id);
+        }
         drop(registration);
         Ok(TransferVerdict::Executed(Box::new(executed)))
     }
@@ -640,12 +675,18 @@ impl Enforcer {
             };
             for attempt in attempts {
                 let Ok(at) = super::now() else { return };
-                if let Err(err) = payer
+                match payer
                     .adapter
                     .reconcile(&**self.store(), &attempt.decision_id, at)
                     .await
                 {
-                    tracing::warn!(decision_id = %attempt.decision_id, error = %err, "could not reconcile a Circle attempt");
+                    Ok(trustos_adapters::Reconciliation::Known(record)) => {
+                        self.receipt_concluded(&record).await;
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(decision_id = %attempt.decision_id, error = %err, "could not reconcile a Circle attempt");
+                    }
                 }
             }
         };
@@ -654,24 +695,44 @@ impl Enforcer {
         }
     }
 
+    /// The index of possibly open Circle attempts, read from the ledger on first use.
+    async fn open_circle_attempts<'p>(
+        &self,
+        payer: &'p CirclePayer,
+    ) -> Result<&'p Mutex<OpenAttempts>, EnforceError> {
+        payer
+            .open_attempts
+            .get_or_try_init(|| async {
+                let mut index = OpenAttempts::new();
+                for attempt in self.open_attempts(RAIL).await? {
+                    if let Some(key) = recorded_key(&attempt) {
+                        index.entry(key).or_default().push(attempt.decision_id);
+                    }
+                }
+                Ok(Mutex::new(index))
+            })
+            .await
+    }
+
     /// The decision id of a recorded Circle attempt still in doubt whose transfer is `key`,
-    /// after asking Circle about it (which may settle it).
+    /// after asking Circle about it (which may settle it). Only the attempts the index names
+    /// for `key` are looked at; those found final leave the index.
     async fn in_doubt(
         &self,
         payer: &CirclePayer,
         key: &str,
     ) -> Result<Option<String>, EnforceError> {
-        for attempt in self.open_attempts(RAIL).await? {
-            if recorded_key(&attempt).as_deref() != Some(key) {
-                continue;
-            }
+        let index = self.open_circle_attempts(payer).await?;
+        let candidates = lock(index).get(key).cloned().unwrap_or_default();
+        for decision_id in candidates {
             let at = super::now()?;
             let still_open = match payer
                 .adapter
-                .reconcile(&**self.store(), &attempt.decision_id, at)
+                .reconcile(&**self.store(), &decision_id, at)
                 .await
             {
                 Ok(trustos_adapters::Reconciliation::Known(record)) => {
+                    self.receipt_concluded(&record).await;
                     matches!(
                         record.state,
                         AttemptState::Authorized | AttemptState::Unknown
@@ -687,8 +748,9 @@ impl Enforcer {
                 Ok(trustos_adapters::Reconciliation::Resubmit(_)) | Err(_) => true,
             };
             if still_open {
-                return Ok(Some(attempt.decision_id));
+                return Ok(Some(decision_id));
             }
+            forget_open(index, key, &decision_id);
         }
         Ok(None)
     }
@@ -827,6 +889,13 @@ impl Enforcer {
             "txHash": seen.as_ref().and_then(|s| s.tx_hash.as_deref()),
         });
         let result_digest = Digest::of_canonical_value(&digest_input).ok();
+        // Left open: a late webhook or reconciliation receipts the outcome.
+        let awaiting = (status == TransferStatus::Unknown).then(|| AwaitedSettlement {
+            rail: RAIL.to_owned(),
+            network: terms.network.clone(),
+            asset: terms.asset.clone(),
+            amount: Amount::from(terms.amount),
+        });
         let receipt = self
             .record_and_receipt(
                 &payer.adapter,
@@ -835,7 +904,7 @@ impl Enforcer {
                 end,
                 result_digest,
                 started_at,
-                settlement.clone(),
+                (settlement.clone(), awaiting),
             )
             .await?;
         tracing::info!(%decision_id, ?status, state = ?state, "Circle transfer concluded");
@@ -1006,9 +1075,12 @@ impl Enforcer {
                 "another transaction than the attempt's",
             );
         }
-        if matches!(record.state, AttemptState::Settled | AttemptState::Failed)
-            || !observed.state.is_final()
-        {
+        if matches!(record.state, AttemptState::Settled | AttemptState::Failed) {
+            // Known already; receipted late if an earlier try could not be.
+            self.receipt_concluded(&record).await;
+            return WebhookAnswer::new(200, "CIRCLE_WEBHOOK_APPLIED", "nothing to change");
+        }
+        if !observed.state.is_final() {
             return WebhookAnswer::new(200, "CIRCLE_WEBHOOK_APPLIED", "nothing to change");
         }
         let report = if observed.state.moved_money() {
@@ -1028,6 +1100,7 @@ impl Enforcer {
                     state = record.state.as_str(),
                     "a late Circle webhook settled an attempt"
                 );
+                self.receipt_concluded(&record).await;
                 WebhookAnswer::new(200, "CIRCLE_WEBHOOK_APPLIED", "attempt updated")
             }
             Err(err) => {

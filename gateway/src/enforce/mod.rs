@@ -46,7 +46,8 @@ use crate::policy::profile::Risk;
 use crate::policy::{self, ActiveProfile, Compiled, Reload};
 use crate::store::redb_store::RedbStore;
 use crate::store::{
-    BudgetSettlement, CommitError, DecisionCommit, ReceiptCommit, Store, StoreError,
+    AwaitedSettlement, BudgetSettlement, CommitError, DecisionCommit, LateOutcome,
+    LateReceiptCommit, ReceiptCommit, Store, StoreError,
 };
 use pins::{PinCheck, Pins};
 
@@ -1087,12 +1088,14 @@ impl Enforcer {
         result_digest: Option<Digest>,
         started_at: Timestamp,
     ) -> Result<IssuedReceipt, EnforceError> {
-        self.finish_paid(decision_id, end, result_digest, started_at, None)
+        self.finish_paid(decision_id, end, result_digest, started_at, None, None)
             .await
     }
 
     /// [`Enforcer::finish`] for a call a rail adapter paid: the receipt names the rail's
-    /// reference when money moved.
+    /// reference when money moved. `awaiting`: what the payment would settle, for a receipt
+    /// that leaves its outcome open (the reservation kept), so that reconciliation can receipt
+    /// the outcome later ([`Enforcer::receipt_late_outcome`]).
     pub async fn finish_paid(
         &self,
         decision_id: &str,
@@ -1100,6 +1103,7 @@ impl Enforcer {
         result_digest: Option<Digest>,
         started_at: Timestamp,
         settlement: Option<Settlement>,
+        awaiting: Option<AwaitedSettlement>,
     ) -> Result<IssuedReceipt, EnforceError> {
         let (status, budget) = match end {
             CallEnd::Completed => (ExecutionStatus::Completed, BudgetSettlement::Capture),
@@ -1141,12 +1145,68 @@ impl Enforcer {
                 decision_id: decision_id.to_owned(),
                 settlement: budget,
                 build,
+                awaiting,
             })
             .await?;
         Ok(IssuedReceipt {
             receipt: String::from_utf8(bytes).map_err(internal)?,
             log_index,
         })
+    }
+
+    /// Receipts how a rail payment whose receipt left it open ended, once reconciliation (a
+    /// late webhook, Circle, the chain) knows: a second `Receipt.v1` for the same decision,
+    /// `completed` with the rail's reference (the reservation captured) or `failed` (released),
+    /// composing the open receipt. At most one per decision, however many paths learn the
+    /// outcome; `None` when there is nothing to receipt.
+    pub async fn receipt_late_outcome(
+        &self,
+        decision_id: &str,
+        outcome: LateOutcome,
+        result_digest: Option<Digest>,
+    ) -> Result<Option<IssuedReceipt>, EnforceError> {
+        let receipt_id = random_id("rcpt_")?;
+        let completed_at = now()?;
+        let key = Arc::clone(&self.key);
+        let decision = decision_id.to_owned();
+        let status = match outcome {
+            LateOutcome::Settled { .. } => ExecutionStatus::Completed,
+            LateOutcome::Failed => ExecutionStatus::Failed,
+        };
+        let build: crate::store::LateEntryBuilder = Box::new(move |entry| {
+            let receipt = Receipt {
+                object_type: ReceiptType::V1,
+                receipt_id,
+                decision_id: decision,
+                fingerprint: entry.fingerprint,
+                status,
+                result_digest,
+                settlement: entry.settlement,
+                started_at: entry.forwarded_at.unwrap_or(completed_at),
+                completed_at,
+                log_index: SafeIndex::new(entry.index).map_err(|err| err.to_string())?,
+                composes: vec![entry.open_receipt],
+            };
+            jws::sign(&key, TYP_RECEIPT, &receipt)
+                .map(String::into_bytes)
+                .map_err(|err| err.to_string())
+        });
+        let committed = self
+            .store
+            .commit_late_receipt(LateReceiptCommit {
+                decision_id: decision_id.to_owned(),
+                outcome,
+                build,
+            })
+            .await?;
+        let Some((log_index, bytes)) = committed else {
+            return Ok(None);
+        };
+        tracing::info!(%decision_id, log_index, ?status, "receipted a late payment outcome");
+        Ok(Some(IssuedReceipt {
+            receipt: String::from_utf8(bytes).map_err(internal)?,
+            log_index,
+        }))
     }
 
     async fn decision_fingerprint(

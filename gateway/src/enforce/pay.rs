@@ -17,7 +17,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::store::Store as _;
+use crate::store::{AwaitedSettlement, LateOutcome};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use trustos_adapters::circle::wallet_signer::CircleWalletSigner;
 use trustos_adapters::x402::assets::{AssetRegistry, KnownAsset};
 use trustos_adapters::x402::chain::{ChainReader, ChainReaderOptions, reconcile_on_chain};
@@ -25,7 +27,10 @@ use trustos_adapters::x402::evm::{EvmSigner, checksum, parse_address};
 use trustos_adapters::x402::signer::PaymentSigner;
 use trustos_adapters::x402::wire::PaymentRequired;
 use trustos_adapters::x402::{X402Adapter, X402Terms};
-use trustos_adapters::{Adapter, AdapterError, Allowances, SettlementReport};
+use trustos_adapters::{
+    Adapter, AdapterError, Allowances, AttemptRecord, AttemptState, Reconciliation,
+    SettlementReport,
+};
 use trustos_kernel::canonical::Digest;
 use trustos_kernel::keys::TrustedKeys;
 use trustos_kernel::objects::{Amount, Settlement};
@@ -469,6 +474,16 @@ impl Enforcer {
             PaidOutcome::Unknown { .. } if served => CallEnd::Completed,
             PaidOutcome::Unknown { .. } => CallEnd::Unknown,
         };
+        // Left open: the chain tells later, and that outcome gets its own receipt.
+        let awaiting = match (end, &terms) {
+            (CallEnd::ToolError | CallEnd::Unknown, Some(terms)) => Some(AwaitedSettlement {
+                rail: payer.adapter.rail().to_owned(),
+                network: terms.network.clone(),
+                asset: checksum(&terms.asset.address),
+                amount: Amount::from(terms.amount),
+            }),
+            _ => None,
+        };
         let receipt = self
             .record_and_receipt(
                 &payer.adapter,
@@ -477,7 +492,7 @@ impl Enforcer {
                 end,
                 result_digest,
                 started_at,
-                settlement.clone(),
+                (settlement.clone(), awaiting),
             )
             .await?;
         tracing::info!(%decision_id, ?outcome, "x402 payment concluded");
@@ -567,11 +582,14 @@ impl Enforcer {
             for attempt in attempts {
                 let Ok(at) = now() else { return };
                 let decision_id = &attempt.decision_id;
-                if let Err(err) =
-                    reconcile_on_chain(&payer.adapter, &**self.store(), chain, decision_id, at)
-                        .await
+                match reconcile_on_chain(&payer.adapter, &**self.store(), chain, decision_id, at)
+                    .await
                 {
-                    tracing::warn!(%decision_id, error = %err, "could not reconcile an x402 attempt on chain");
+                    Ok(Reconciliation::Known(record)) => self.receipt_concluded(&record).await,
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(%decision_id, error = %err, "could not reconcile an x402 attempt on chain");
+                    }
                 }
             }
         };
@@ -580,10 +598,39 @@ impl Enforcer {
         }
     }
 
+    /// Receipts the outcome of an attempt that reconciliation found concluded, when the
+    /// call's receipt left it open ([`Enforcer::receipt_late_outcome`]: at most once). Failures
+    /// are logged: the ledger keeps the outcome, and the next reconciliation tries again.
+    pub(crate) async fn receipt_concluded(&self, record: &AttemptRecord) {
+        let outcome = match (record.state, &record.reference) {
+            (AttemptState::Settled, Some(reference)) => LateOutcome::Settled {
+                reference: reference.clone(),
+            },
+            (AttemptState::Failed, _) => LateOutcome::Failed,
+            _ => return,
+        };
+        let digest_input = json!({
+            "rail": record.rail,
+            "state": record.state.as_str(),
+            "reference": record.reference,
+            "detail": record.detail,
+        });
+        let result_digest = Digest::of_canonical_value(&digest_input).ok();
+        let decision_id = &record.decision_id;
+        if let Err(err) = self
+            .receipt_late_outcome(decision_id, outcome, result_digest)
+            .await
+        {
+            tracing::error!(%decision_id, error = %err, "could not receipt a late payment outcome");
+        }
+    }
+
     /// Records how a rail's payment of `decision_id` ended and receipts the call. The ledger
     /// update and the receipt are independent writes: submitted together, the store's group
     /// commit makes them durable in one sync. A ledger failure is logged (the receipt still
-    /// says what happened; reconciliation finds the attempt).
+    /// says what happened; reconciliation finds the attempt). `settlement`: what the receipt
+    /// names when money moved, and what the payment would settle when the receipt leaves its
+    /// outcome open (see [`Enforcer::finish_paid`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn record_and_receipt<A: Adapter>(
         &self,
@@ -593,11 +640,18 @@ impl Enforcer {
         end: CallEnd,
         result_digest: Option<Digest>,
         started_at: Timestamp,
-        settlement: Option<Settlement>,
+        (settlement, awaiting): (Option<Settlement>, Option<AwaitedSettlement>),
     ) -> Result<IssuedReceipt, EnforceError> {
         let (recorded, receipt) = tokio::join!(
             adapter.report(&**self.store(), decision_id, report),
-            self.finish_paid(decision_id, end, result_digest, started_at, settlement)
+            self.finish_paid(
+                decision_id,
+                end,
+                result_digest,
+                started_at,
+                settlement,
+                awaiting
+            )
         );
         if let Err(err) = recorded {
             tracing::error!(

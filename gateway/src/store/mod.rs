@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use trustos_kernel::canonical::Digest;
 use trustos_kernel::checkpoint::Checkpoint;
 use trustos_kernel::merkle::Hash;
-use trustos_kernel::objects::PolicyDecision;
+use trustos_kernel::objects::{Amount, PolicyDecision, Settlement};
 use trustos_kernel::timestamp::Timestamp;
 
 pub use budget::BudgetWindow;
@@ -153,6 +153,64 @@ pub struct ReceiptCommit {
     pub settlement: BudgetSettlement,
     /// Builds the signed receipt given its log index.
     pub build: EntryBuilder,
+    /// For a rail payment whose outcome this receipt leaves open (the reservation kept): what
+    /// it would settle, so that the outcome reconciliation finds later is receipted, once
+    /// ([`Store::commit_late_receipt`]).
+    pub awaiting: Option<AwaitedSettlement>,
+}
+
+/// What a rail payment left open would settle: everything of its receipt's settlement but the
+/// rail's reference, which only reconciliation learns.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AwaitedSettlement {
+    /// `x402` or `circle`.
+    pub rail: String,
+    /// CAIP-2 network.
+    pub network: String,
+    /// Asset.
+    pub asset: String,
+    /// Amount, in base units.
+    pub amount: Amount,
+}
+
+/// How reconciliation found a payment left open to have ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LateOutcome {
+    /// Money moved: the rail's reference (x402 transaction hash, Circle transaction id).
+    Settled {
+        /// The rail's reference.
+        reference: String,
+    },
+    /// Nothing moved, and nothing will.
+    Failed,
+}
+
+/// What the builder of a late receipt is given by the store, from the decision's record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LateEntry {
+    /// The receipt's log index.
+    pub index: u64,
+    /// The fingerprint the decision was made for.
+    pub fingerprint: Digest,
+    /// When the decision was consumed (the call forwarded).
+    pub forwarded_at: Option<Timestamp>,
+    /// The settlement to name, when money moved.
+    pub settlement: Option<Settlement>,
+    /// SHA-256 of the receipt that left the outcome open (the late receipt composes it).
+    pub open_receipt: Digest,
+}
+
+/// Builds the signed bytes of a late receipt.
+pub type LateEntryBuilder = Box<dyn FnOnce(LateEntry) -> Result<Vec<u8>, String> + Send>;
+
+/// A late outcome to receipt: see [`Store::commit_late_receipt`].
+pub struct LateReceiptCommit {
+    /// The decision whose receipt left the outcome open.
+    pub decision_id: String,
+    /// How it ended.
+    pub outcome: LateOutcome,
+    /// Builds the signed receipt.
+    pub build: LateEntryBuilder,
 }
 
 /// What [`Store::reserve_nonce`] found.
@@ -286,6 +344,15 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a receipt (built once its index is known) and settles its decision's reservations,
     /// atomically. Returns the index and the bytes appended.
     async fn commit_receipt(&self, commit: ReceiptCommit) -> Result<(u64, Vec<u8>), StoreError>;
+
+    /// Receipts how a rail payment whose receipt left it open ended, at most once per decision:
+    /// appends the late receipt and captures (settled) or releases (failed) the reservation, in
+    /// one atomic unit. `Ok(None)` when there is nothing to receipt: the decision's receipt did
+    /// not leave it open, or its late receipt was already committed.
+    async fn commit_late_receipt(
+        &self,
+        commit: LateReceiptCommit,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 
     /// Captures a decision's reservations (money moved). Also allowed after a release: money that
     /// moved is always counted.

@@ -29,8 +29,8 @@ use self::tables::*;
 use self::writer::{Answer, Job, Op};
 use super::{
     BudgetUsage, BudgetWindow, CasOutcome, CommitError, ConsumeOutcome, DecisionCommit,
-    IdempotencyBegin, NonceOutcome, ReceiptCommit, SettleOutcome, SignedCheckpoint, Store,
-    StoreError, VersionedRecord,
+    IdempotencyBegin, LateReceiptCommit, NonceOutcome, ReceiptCommit, SettleOutcome,
+    SignedCheckpoint, Store, StoreError, VersionedRecord,
 };
 
 /// File name of the database inside the data directory.
@@ -258,6 +258,7 @@ fn unexpected(answer: Answer) -> StoreError {
         Answer::Index(_) => "index",
         Answer::Consume(_) => "consume",
         Answer::Receipt(..) => "receipt",
+        Answer::LateReceipt(_) => "late receipt",
         Answer::Settle(_) => "settle",
         Answer::Count(_) => "count",
         Answer::Begin(_) => "begin",
@@ -490,6 +491,16 @@ impl Store for RedbStore {
     async fn commit_receipt(&self, commit: ReceiptCommit) -> Result<(u64, Vec<u8>), StoreError> {
         match self.write(Op::CommitReceipt(commit)).await? {
             Answer::Receipt(index, bytes) => Ok((index, bytes)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn commit_late_receipt(
+        &self,
+        commit: LateReceiptCommit,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        match self.write(Op::CommitLateReceipt(commit)).await? {
+            Answer::LateReceipt(receipt) => Ok(receipt),
             other => Err(unexpected(other)),
         }
     }

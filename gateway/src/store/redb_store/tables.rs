@@ -84,6 +84,21 @@ pub struct DecisionRecord {
     pub charges: Vec<StoredCharge>,
     /// Their state.
     pub state: ChargeState,
+    /// A rail payment whose receipt left the outcome open: what it would settle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<AwaitingOutcome>,
+    /// Log index of the late receipt that closed an open outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_receipt: Option<u64>,
+}
+
+/// An outcome left open by a decision's receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwaitingOutcome {
+    /// What the payment would settle.
+    pub settlement: crate::store::AwaitedSettlement,
+    /// SHA-256 of the receipt that left it open.
+    pub receipt: String,
 }
 
 /// Reserved and captured amounts.

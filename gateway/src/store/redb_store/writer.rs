@@ -26,8 +26,10 @@ use super::tables::*;
 use super::{Internal, map_error};
 use crate::store::{
     BudgetSettlement, CasOutcome, CommitError, ConsumeOutcome, DecisionCommit, IdempotencyBegin,
-    NonceOutcome, ReceiptCommit, SettleOutcome, StoreError,
+    LateEntry, LateOutcome, LateReceiptCommit, NonceOutcome, ReceiptCommit, SettleOutcome,
+    StoreError,
 };
+use trustos_kernel::objects::Settlement;
 
 /// Most operations in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -47,6 +49,8 @@ pub enum Op {
     },
     /// See `Store::commit_receipt`.
     CommitReceipt(ReceiptCommit),
+    /// See `Store::commit_late_receipt`.
+    CommitLateReceipt(LateReceiptCommit),
     /// See `Store::capture` / `Store::release`.
     Settle { decision_id: String, capture: bool },
     /// See `Store::release_expired`.
@@ -90,6 +94,8 @@ pub enum Answer {
     Consume(ConsumeOutcome),
     /// A receipt's index and bytes.
     Receipt(u64, Vec<u8>),
+    /// A late receipt's index and bytes, or nothing to receipt.
+    LateReceipt(Option<(u64, Vec<u8>)>),
     /// A settlement outcome.
     Settle(SettleOutcome),
     /// A count.
@@ -256,6 +262,7 @@ impl<'t> Tables<'t> {
                 now,
             } => self.consume(&decision_id, &fingerprint, now),
             Op::CommitReceipt(commit) => self.commit_receipt(commit),
+            Op::CommitLateReceipt(commit) => self.commit_late_receipt(commit),
             Op::Settle {
                 decision_id,
                 capture,
@@ -464,6 +471,8 @@ impl<'t> Tables<'t> {
                 ChargeState::Reserved
             },
             charges,
+            awaiting: None,
+            late_receipt: None,
         };
         if record.state == ChargeState::Reserved && record.consumed_at.is_none() {
             self.unused
@@ -604,7 +613,79 @@ impl<'t> Tables<'t> {
             BudgetSettlement::Keep => {}
         }
         let appended = self.append(&bytes)?;
+        if let (BudgetSettlement::Keep, Some(settlement)) = (commit.settlement, commit.awaiting) {
+            let mut record = self.load_decision(&commit.decision_id)?.ok_or_else(|| {
+                Internal::Corrupt(format!("decision {} vanished", commit.decision_id))
+            })?;
+            record.awaiting = Some(AwaitingOutcome {
+                settlement,
+                receipt: Digest::of(&bytes).to_string(),
+            });
+            self.save_decision(&commit.decision_id, &record)?;
+        }
         Ok(Ok(Answer::Receipt(appended, bytes)))
+    }
+
+    fn commit_late_receipt(
+        &mut self,
+        commit: LateReceiptCommit,
+    ) -> Result<Result<Answer, CommitError>, Internal> {
+        let Some(record) = self.load_decision(&commit.decision_id)? else {
+            return Ok(refuse(format!(
+                "late receipt for unknown decision {}",
+                commit.decision_id
+            )));
+        };
+        let Some(awaiting) = record.awaiting.clone() else {
+            return Ok(Ok(Answer::LateReceipt(None)));
+        };
+        let fingerprint: Digest = record.fingerprint.parse().map_err(|_| {
+            Internal::Corrupt(format!("decision {}: bad fingerprint", commit.decision_id))
+        })?;
+        let open_receipt: Digest = awaiting.receipt.parse().map_err(|_| {
+            Internal::Corrupt(format!(
+                "decision {}: bad receipt digest",
+                commit.decision_id
+            ))
+        })?;
+        let forwarded_at = record
+            .consumed_at
+            .and_then(|millis| Timestamp::from_unix_millis(millis).ok());
+        let (settlement, capture) = match &commit.outcome {
+            LateOutcome::Settled { reference } => (
+                Some(Settlement {
+                    rail: awaiting.settlement.rail,
+                    reference: reference.clone(),
+                    network: awaiting.settlement.network,
+                    asset: awaiting.settlement.asset,
+                    amount: awaiting.settlement.amount,
+                }),
+                true,
+            ),
+            LateOutcome::Failed => (None, false),
+        };
+        let index = self.log_size;
+        let entry = LateEntry {
+            index,
+            fingerprint,
+            forwarded_at,
+            settlement,
+            open_receipt,
+        };
+        let bytes = match (commit.build)(entry) {
+            Ok(bytes) => bytes,
+            Err(reason) => return Ok(refuse(format!("receipt could not be built: {reason}"))),
+        };
+        // Money that moved is always counted; a release after a capture is refused (ignored).
+        self.settle(&commit.decision_id, capture)?;
+        let appended = self.append(&bytes)?;
+        let mut record = self.load_decision(&commit.decision_id)?.ok_or_else(|| {
+            Internal::Corrupt(format!("decision {} vanished", commit.decision_id))
+        })?;
+        record.awaiting = None;
+        record.late_receipt = Some(appended);
+        self.save_decision(&commit.decision_id, &record)?;
+        Ok(Ok(Answer::LateReceipt(Some((appended, bytes)))))
     }
 
     fn begin_idempotent(
