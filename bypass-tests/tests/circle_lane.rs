@@ -13,7 +13,8 @@
 //!   records it, `trustos payments` shows it settled, and the log holds exactly one late
 //!   receipt for the decision: `completed`, naming the Circle transaction, composing the
 //!   `unknown` one, provable and verifiable offline; a transfer left `unknown` that Circle
-//!   later fails gets a late `failed` receipt and its budget back; a lost creation answer
+//!   later fails gets a late `failed` receipt and its budget back; without webhooks, across a
+//!   restart, `trustos payments` receipts the late outcome once; a lost creation answer
 //!   (`TimeoutAfterCreate`) still makes one transfer only;
 //! - webhooks: a forged signature and an unknown key id are refused (401) and change nothing; a
 //!   replayed notification is acknowledged and not processed twice;
@@ -251,6 +252,33 @@ impl Lane {
 
     fn payments(&self) -> (i32, Vec<Value>) {
         bypass_tests::x402::payments(&self.home).unwrap()
+    }
+
+    /// Stops the daemon and starts it again on the same home and address.
+    fn restart(self) -> Self {
+        let Self {
+            server,
+            emulator,
+            dir,
+            home,
+        } = self;
+        let addr = server.addr().to_owned();
+        drop(server);
+        let server = Listening::start_on(
+            &home,
+            &addr,
+            &[
+                (KEY_ENV, emulator.api_key()),
+                (SECRET_ENV, emulator.entity_secret_hex()),
+            ],
+        )
+        .unwrap();
+        Self {
+            server,
+            emulator,
+            dir,
+            home,
+        }
     }
 
     /// Stops the daemon (the log commands open the store themselves) and returns the receipts
@@ -504,6 +532,36 @@ fn no_final_state_in_time_is_unknown_and_a_retry_never_sends_a_second_transfer()
     assert!(instant(late, "startedAt") <= instant(&payload, "startedAt"));
     assert!(instant(late, "completedAt") >= instant(&payload, "completedAt"));
     assert_ne!(late["receiptId"], payload["receiptId"]);
+}
+
+/// Without webhooks, across a restart: the transfer left `unknown` completes at Circle while the
+/// gateway is down; after the restart, `trustos payments` asks Circle, records it settled and
+/// receipts it late, once (asking again adds nothing).
+#[test]
+fn after_a_restart_trustos_payments_receipts_the_late_outcome() {
+    let lane = Lane::start_emulating(
+        "circle-late-restart",
+        &profile("1000000").toml(),
+        "",
+        false,
+        false,
+    );
+    let reply = lane.transfer(PAYEE, "4000");
+    assert_eq!(reply.status, 504, "{}", reply.json());
+    let answer = reply.json();
+    let id = answer["transactionId"].as_str().unwrap().to_owned();
+    let lane = lane.restart();
+    lane.emulator.advance_to(&id, TransactionState::Complete);
+    for _ in 0..2 {
+        let (code, attempts) = lane.payments();
+        assert_eq!(code, 0, "{attempts:?}");
+        assert_eq!(attempts[0]["state"], "settled");
+    }
+    let receipts = lane.stop_and_read_receipts(answer["decisionId"].as_str().unwrap());
+    assert_eq!(receipts.len(), 2, "{receipts:?}");
+    assert_eq!(receipts[0].2["status"], "unknown");
+    assert_eq!(receipts[1].2["status"], "completed");
+    assert_eq!(receipts[1].2["settlement"]["reference"], id.as_str());
 }
 
 /// A transfer left `unknown` keeps its budget reservation; when Circle later fails it, the late

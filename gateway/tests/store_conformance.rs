@@ -475,6 +475,16 @@ async fn check_late_receipts<S: Store>(store: Arc<S>) {
             captured: 0
         }
     );
+    // What reconciliation must still receipt, found without reading every decision.
+    let pending = |ids: &[&str]| {
+        ids.iter()
+            .map(|id| ((*id).to_owned(), "circle".to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        store.awaiting_outcomes().await.unwrap(),
+        pending(&["late-failed", "late-settled"])
+    );
 
     // A decision whose receipt closed it, and a kept receipt that awaits nothing: nothing to do.
     let closed = decision("late-closed", now, Outcome::Allow, &[]);
@@ -550,6 +560,10 @@ async fn check_late_receipts<S: Store>(store: Arc<S>) {
     }
     assert_eq!(committed.len(), 1);
     assert_eq!(store.log_size().await.unwrap(), size + 1);
+    assert_eq!(
+        store.awaiting_outcomes().await.unwrap(),
+        pending(&["late-failed"])
+    );
     let (index, bytes) = committed.remove(0);
     assert_eq!(index, size);
     let verifier =
@@ -608,6 +622,7 @@ async fn check_late_receipts<S: Store>(store: Arc<S>) {
         .unwrap();
     assert!(again.is_none());
     assert_eq!(store.log_size().await.unwrap(), size + 2);
+    assert!(store.awaiting_outcomes().await.unwrap().is_empty());
     check_log_integrity(&*store).await;
 }
 

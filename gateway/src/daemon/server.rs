@@ -490,6 +490,7 @@ async fn handle(daemon: &Daemon, request: Request) -> Result<Value, ControlError
                 enforcer.reconcile_circle_attempts(),
                 enforcer.reconcile_x402_attempts()
             );
+            enforcer.receipt_awaited_outcomes().await;
             to_value(&payment_attempts(enforcer.store().as_ref()).await?)
         }
         Request::Status => to_value(&Status {

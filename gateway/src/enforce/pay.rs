@@ -625,6 +625,34 @@ impl Enforcer {
         }
     }
 
+    /// Receipts every payment left open whose attempt the ledger now records concluded but
+    /// that has no late receipt yet: one whose outcome was recorded by a process that stopped
+    /// before receipting it, or whose late receipt failed. Failures are logged.
+    pub async fn receipt_awaited_outcomes(&self) {
+        let awaiting = match self.store().awaiting_outcomes().await {
+            Ok(awaiting) => awaiting,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not list payments awaiting their outcome");
+                return;
+            }
+        };
+        for (decision_id, rail) in awaiting {
+            match trustos_adapters::PaymentLedger::load_attempt(
+                &**self.store(),
+                &rail,
+                &decision_id,
+            )
+            .await
+            {
+                Ok(Some(record)) => self.receipt_concluded(&record).await,
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(%decision_id, error = %err, "could not read a payment attempt");
+                }
+            }
+        }
+    }
+
     /// Records how a rail's payment of `decision_id` ended and receipts the call. The ledger
     /// update and the receipt are independent writes: submitted together, the store's group
     /// commit makes them durable in one sync. A ledger failure is logged (the receipt still

@@ -354,6 +354,10 @@ pub trait Store: Send + Sync + 'static {
         commit: LateReceiptCommit,
     ) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 
+    /// The decisions whose receipt left a rail payment's outcome open and that have no late
+    /// receipt yet, with their rail, in decision id order.
+    async fn awaiting_outcomes(&self) -> Result<Vec<(String, String)>, StoreError>;
+
     /// Captures a decision's reservations (money moved). Also allowed after a release: money that
     /// moved is always counted.
     async fn capture(&self, decision_id: &str) -> Result<SettleOutcome, StoreError>;

@@ -688,6 +688,23 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn awaiting_outcomes(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(move |txn| {
+            let awaiting = match txn.open_table(AWAITING_OUTCOMES) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(err) => return Err(err.into()),
+            };
+            let mut found = Vec::new();
+            for entry in awaiting.iter()? {
+                let (decision_id, rail) = entry?;
+                found.push((decision_id.value().to_owned(), rail.value().to_owned()));
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn compare_and_set(
         &self,
         kind: &str,

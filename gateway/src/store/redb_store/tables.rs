@@ -36,6 +36,10 @@ pub const IDEMPOTENT_RESPONSES: TableDefinition<&str, &[u8]> =
 pub const NONCES: TableDefinition<(&str, &str), u64> = TableDefinition::new("nonces");
 /// (kind, id) → 8-byte big-endian version followed by the body.
 pub const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+/// Decisions whose receipt left a rail payment's outcome open (`DecisionRecord::awaiting`), by
+/// id, with the rail: what reconciliation must still receipt, without scanning every decision.
+pub const AWAITING_OUTCOMES: TableDefinition<&str, &str> =
+    TableDefinition::new("awaiting_outcomes");
 
 /// Value of `meta.format`.
 pub const FORMAT: &[u8] = b"trustos-store";

@@ -189,6 +189,7 @@ pub struct Tables<'t> {
     responses: Table<'t, &'static str, &'static [u8]>,
     nonces: Table<'t, (&'static str, &'static str), u64>,
     records: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    awaiting: Table<'t, &'static str, &'static str>,
     log_size: u64,
     log_size_at_start: u64,
 }
@@ -238,6 +239,7 @@ impl<'t> Tables<'t> {
             responses: txn.open_table(IDEMPOTENT_RESPONSES)?,
             nonces: txn.open_table(NONCES)?,
             records: txn.open_table(RECORDS)?,
+            awaiting: txn.open_table(AWAITING_OUTCOMES)?,
             log_size,
             log_size_at_start: log_size,
         })
@@ -617,6 +619,8 @@ impl<'t> Tables<'t> {
             let mut record = self.load_decision(&commit.decision_id)?.ok_or_else(|| {
                 Internal::Corrupt(format!("decision {} vanished", commit.decision_id))
             })?;
+            self.awaiting
+                .insert(commit.decision_id.as_str(), settlement.rail.as_str())?;
             record.awaiting = Some(AwaitingOutcome {
                 settlement,
                 receipt: Digest::of(&bytes).to_string(),
@@ -685,6 +689,7 @@ impl<'t> Tables<'t> {
         record.awaiting = None;
         record.late_receipt = Some(appended);
         self.save_decision(&commit.decision_id, &record)?;
+        self.awaiting.remove(commit.decision_id.as_str())?;
         Ok(Ok(Answer::LateReceipt(Some((appended, bytes)))))
     }
 
