@@ -136,6 +136,28 @@ fn utc(seconds: u64) -> String {
         .to_string()
 }
 
+/// Without a daemon, a rail whose secrets this shell does not have cannot be asked: the
+/// command says so on stderr and still lists what is recorded, exit 1 for the unknown ones.
+#[test]
+fn without_a_daemon_an_unusable_rail_config_lists_what_is_recorded() {
+    let (home, records) = home_with_attempts("offline-unusable");
+    let mut config = fs::read_to_string(home.join("gateway.toml")).unwrap();
+    config.push_str(
+        "\n[circle]\napi_key_env = \"TRUSTOS_TEST_UNSET_CIRCLE_KEY\"\n\
+         entity_secret_env = \"TRUSTOS_TEST_UNSET_CIRCLE_SECRET\"\nenvironment = \"testnet\"\n\
+         wallet_id = \"w-1\"\n\n[[circle.tokens]]\nnetwork = \"eip155:84532\"\nasset = \"usdc\"\n\
+         token_id = \"t-1\"\ndecimals = 6\n",
+    );
+    fs::write(home.join("gateway.toml"), config).unwrap();
+    let listed = trustos(&home, &["payments", "--json"]);
+    assert_eq!(listed.status.code(), Some(1), "{listed:?}");
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(stderr.contains("not reconciled"), "{stderr}");
+    assert!(stderr.contains("TRUSTOS_TEST_UNSET_CIRCLE_KEY"), "{stderr}");
+    let rows: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), records.len());
+}
+
 #[test]
 fn without_a_daemon_the_store_is_read_and_unknown_outcomes_exit_1() {
     let (home, records) = home_with_attempts("offline");
@@ -441,13 +463,24 @@ fn routes_lists_each_http_route_under_its_lane() {
 /// emulated one (`trustos_adapters::testkit::x402`), spoken to over Ethereum JSON-RPC.
 #[test]
 fn with_an_rpc_endpoint_a_lost_answer_is_found_on_chain() {
+    lost_answer_found_on_chain("rpc", true);
+}
+
+/// The same without a daemon: `trustos payments` opens the home with the daemon's
+/// configuration and asks the chain itself.
+#[test]
+fn without_a_daemon_payments_asks_the_chain_itself() {
+    lost_answer_found_on_chain("rpc-offline", false);
+}
+
+fn lost_answer_found_on_chain(name: &str, via_daemon: bool) {
     use trustos_adapters::conformance::x402::X402UnderTest;
     use trustos_adapters::conformance::{KernelGate, PaymentCase, RailUnderTest, pay_once};
 
-    let home = scratch("rpc");
+    let home = scratch(name);
     assert_eq!(trustos(&home, &["init"]).status.code(), Some(0));
     let rail = X402UnderTest::start().unwrap();
-    let case = PaymentCase::fresh("rpc", 1_500).unwrap();
+    let case = PaymentCase::fresh(name, 1_500).unwrap();
 
     // The gateway paid, the facilitator settled on chain, the answer never came back.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -495,8 +528,12 @@ fn with_an_rpc_endpoint_a_lost_answer_is_found_on_chain() {
     ));
     fs::write(home.join("gateway.toml"), config).unwrap();
 
-    let _daemon = Daemon::start(&home);
+    let _daemon = via_daemon.then(|| Daemon::start(&home));
     let online = trustos(&home, &["payments", "--json"]);
+    assert!(
+        !String::from_utf8_lossy(&online.stderr).contains("not reconciled"),
+        "{online:?}"
+    );
     assert_eq!(online.status.code(), Some(0), "{online:?}");
     let rows: Value = serde_json::from_slice(&online.stdout).unwrap();
     let row = &rows.as_array().unwrap()[0];

@@ -11,11 +11,15 @@
 //! The signed authorization (the exact PaymentPayload sent, with its signature) is printed only
 //! with `--json --with-authorization`, never in the table.
 //!
-//! Circle attempts (rail `circle`) are listed the same way. When the daemon has `[circle]`, it
-//! first asks Circle about each open Circle attempt (`CircleAdapter::reconcile`: by transaction
-//! id, else by `refId` = the decision id) and records what Circle says, so a transfer receipted
-//! `unknown` shows `settled` or `failed` once Circle knows. Nothing is ever resubmitted by
-//! listing.
+//! Circle attempts (rail `circle`) are listed the same way. With `[circle]`, each open Circle
+//! attempt is first looked up at Circle (`CircleAdapter::reconcile`: by transaction id, else by
+//! `refId` = the decision id) and what Circle says is recorded, so a transfer receipted
+//! `unknown` shows `settled` or `failed` once Circle knows; with `[x402.rpc]`, open x402
+//! attempts are looked up on chain the same way. An outcome learned so is receipted (a late
+//! receipt, once). The daemon does this when it runs; without one, this command does it itself
+//! on the store it opens, with the daemon's configuration (when that cannot be loaded — a
+//! secret's variable unset in this shell, say — it says so and lists what is recorded). Nothing
+//! is ever resubmitted by listing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -322,6 +326,13 @@ async fn load(home: &Home) -> Result<Vec<AttemptRecord>, String> {
     if !home.database_path().exists() {
         return Ok(Vec::new());
     }
+    match reconcile_offline(home).await {
+        Ok(Some(attempts)) => return Ok(attempts),
+        Ok(None) => {}
+        Err(err) => {
+            eprintln!("trustos payments: not reconciled ({err}); listing what is recorded");
+        }
+    }
     let key = Arc::new(home.load_key().map_err(|err| err.to_string())?);
     let store = home
         .open_store(key, false)
@@ -332,6 +343,27 @@ async fn load(home: &Home) -> Result<Vec<AttemptRecord>, String> {
         .map_err(|err| err.to_string());
     let _ = store.close().await;
     attempts
+}
+
+/// Without a daemon, what it would do before listing: opens the home as the daemon does (its
+/// configuration, key, store and rails), asks Circle and the chain about open attempts, receipts
+/// outcomes learned, and lists. `None` when no rail is configured (nothing to ask).
+async fn reconcile_offline(home: &Home) -> Result<Option<Vec<AttemptRecord>>, String> {
+    let config = crate::config::GatewayConfig::load(home.root()).map_err(|err| err.to_string())?;
+    if config.circle.is_none() && config.x402.is_none() {
+        return Ok(None);
+    }
+    let daemon = crate::daemon::server::open(home)
+        .await
+        .map_err(|err| err.to_string())?;
+    let enforcer = &daemon.enforcer;
+    enforcer.reconcile_payments().await;
+    let attempts = crate::daemon::server::payment_attempts(enforcer.store().as_ref())
+        .await
+        .map_err(|err| err.to_string())?;
+    // Every write above was durable when answered; dropping the daemon releases the store.
+    drop(daemon);
+    Ok(Some(attempts))
 }
 
 fn fail(err: &dyn std::fmt::Display) -> u8 {

@@ -80,29 +80,43 @@ pub async fn open(home: &Home) -> Result<Daemon, DaemonError> {
     let approvers = config
         .approver_keys(home.root())
         .map_err(setup("approvers"))?;
+    let settings = Settings {
+        decision_ttl: Duration::from_secs(config.gateway.decision_ttl_seconds),
+        hold_timeout: Duration::from_secs(config.gateway.hold_timeout_seconds),
+    };
+    // The rails before the store: a rail that cannot be set up (a secret missing) leaves the
+    // store untouched, free for the next opener.
+    let x402 = match &config.x402 {
+        Some(x402) => {
+            let payer = Payer::from_config(x402, config.circle.as_ref(), home.root())
+                .map_err(setup("[x402]"))?;
+            tracing::info!(payer = %payer.address(), "x402 payer ready");
+            Some(payer)
+        }
+        None => None,
+    };
+    let circle = match &config.circle {
+        Some(circle) => {
+            let payer = CirclePayer::from_config(circle, home.root()).map_err(setup("[circle]"))?;
+            tracing::info!(
+                wallet = payer.wallet_id(),
+                environment = %payer.environment(),
+                "Circle rail ready"
+            );
+            Some(payer)
+        }
+        None => None,
+    };
     let store = Arc::new(
         home.open_store(Arc::clone(&key), true)
             .await
             .map_err(setup("store"))?,
     );
-    let settings = Settings {
-        decision_ttl: Duration::from_secs(config.gateway.decision_ttl_seconds),
-        hold_timeout: Duration::from_secs(config.gateway.hold_timeout_seconds),
-    };
     let mut enforcer = Enforcer::new(key, store, profile, approvers, settings);
-    if let Some(x402) = &config.x402 {
-        let payer = Payer::from_config(x402, config.circle.as_ref(), home.root())
-            .map_err(setup("[x402]"))?;
-        tracing::info!(payer = %payer.address(), "x402 payer ready");
+    if let Some(payer) = x402 {
         enforcer = enforcer.with_payer(payer);
     }
-    if let Some(circle) = &config.circle {
-        let payer = CirclePayer::from_config(circle, home.root()).map_err(setup("[circle]"))?;
-        tracing::info!(
-            wallet = payer.wallet_id(),
-            environment = %payer.environment(),
-            "Circle rail ready"
-        );
+    if let Some(payer) = circle {
         enforcer = enforcer.with_circle(payer);
     }
     let enforcer = Arc::new(enforcer);
@@ -486,11 +500,7 @@ async fn handle(daemon: &Daemon, request: Request) -> Result<Value, ControlError
             ))
         }
         Request::Payments => {
-            tokio::join!(
-                enforcer.reconcile_circle_attempts(),
-                enforcer.reconcile_x402_attempts()
-            );
-            enforcer.receipt_awaited_outcomes().await;
+            enforcer.reconcile_payments().await;
             to_value(&payment_attempts(enforcer.store().as_ref()).await?)
         }
         Request::Status => to_value(&Status {

@@ -625,6 +625,17 @@ impl Enforcer {
         }
     }
 
+    /// What `trustos payments` has done before it lists (by the daemon, or by the command
+    /// itself when none runs): Circle and the chain asked about open attempts, and the outcomes
+    /// learned receipted.
+    pub async fn reconcile_payments(&self) {
+        tokio::join!(
+            self.reconcile_circle_attempts(),
+            self.reconcile_x402_attempts()
+        );
+        self.receipt_awaited_outcomes().await;
+    }
+
     /// Receipts every payment left open whose attempt the ledger now records concluded but
     /// that has no late receipt yet: one whose outcome was recorded by a process that stopped
     /// before receipting it, or whose late receipt failed. Failures are logged.
