@@ -474,9 +474,11 @@ impl Enforcer {
             PaidOutcome::Unknown { .. } if served => CallEnd::Completed,
             PaidOutcome::Unknown { .. } => CallEnd::Unknown,
         };
-        // Left open: the chain tells later, and that outcome gets its own receipt.
+        // Left open: the chain tells later, and that outcome gets its own receipt. (A failure
+        // the facilitator reported is recorded failed and keeps its reservation, as before: its
+        // receipt already says `failed`, and the ledger does not reconcile failed attempts.)
         let awaiting = match (end, &terms) {
-            (CallEnd::ToolError | CallEnd::Unknown, Some(terms)) => Some(AwaitedSettlement {
+            (CallEnd::Unknown, Some(terms)) => Some(AwaitedSettlement {
                 rail: payer.adapter.rail().to_owned(),
                 network: terms.network.clone(),
                 asset: checksum(&terms.asset.address),
