@@ -181,15 +181,7 @@ impl Lane {
         config.push_str(&circle_table(&emulator, circle_extra));
         config.push_str(&token_entry(TOKEN, "acme", "buyer-bot", None));
         std::fs::write(home.join("gateway.toml"), config).unwrap();
-        let server = Listening::start_on(
-            &home,
-            &format!("127.0.0.1:{port}"),
-            &[
-                (KEY_ENV, emulator.api_key()),
-                (SECRET_ENV, emulator.entity_secret_hex()),
-            ],
-        )
-        .unwrap();
+        let server = serve(&home, &format!("127.0.0.1:{port}"), &emulator);
         Self {
             server,
             emulator,
@@ -264,15 +256,7 @@ impl Lane {
         } = self;
         let addr = server.addr().to_owned();
         drop(server);
-        let server = Listening::start_on(
-            &home,
-            &addr,
-            &[
-                (KEY_ENV, emulator.api_key()),
-                (SECRET_ENV, emulator.entity_secret_hex()),
-            ],
-        )
-        .unwrap();
+        let server = serve(&home, &addr, &emulator);
         Self {
             server,
             emulator,
@@ -329,6 +313,19 @@ impl Lane {
 /// `sha256:` and the hex SHA-256 of `text`, as receipts name the receipts they compose.
 fn digest_of(text: &str) -> String {
     trustos_kernel::canonical::Digest::of(text.as_bytes()).to_string()
+}
+
+/// `trustos serve` of `home` on `addr`, with the emulator's secrets in its environment only.
+fn serve(home: &std::path::Path, addr: &str, emulator: &CircleEmulator) -> Listening {
+    Listening::start_on(
+        home,
+        addr,
+        &[
+            (KEY_ENV, emulator.api_key()),
+            (SECRET_ENV, emulator.entity_secret_hex()),
+        ],
+    )
+    .unwrap()
 }
 
 /// `[circle]` for the emulator: secrets from the environment, testnet, the emulator's wallet,
