@@ -1,6 +1,7 @@
 //! x402 setup shared by the paid suites (the HTTP lane and MCP): where the gateway's payer key
 //! comes from, the `gateway.toml` text that turns the rail on and admits agents by token, a
-//! profile for paid routes, and `trustos payments`.
+//! profile for paid routes, `trustos payments`, and reading receipts: a JWS payload, offline
+//! verification, and every receipt in a home's log with its bundle verified.
 //!
 //! The payer key is Hardhat account #0 (`TEST_PAYER_KEY` of
 //! `adapters/tests/support/reference.rs`), set only in the daemon's environment under
@@ -244,4 +245,99 @@ pub fn verify_offline(home: &Path, scratch: &Path, jws: &str) -> Result<(i32, St
             String::from_utf8_lossy(&out.stderr)
         ),
     ))
+}
+
+/// The payload of a compact JWS (its middle part, base64url without padding), as JSON.
+///
+/// # Errors
+///
+/// When `jws` has no payload part, or it is not base64url of JSON.
+pub fn jws_payload(jws: &str) -> Result<Value, String> {
+    let payload = jws
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| format!("not a compact JWS: {jws}"))?;
+    let mut bits: u32 = 0;
+    let mut count = 0;
+    let mut bytes = Vec::with_capacity(payload.len() * 3 / 4);
+    for c in payload.bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return Err(format!("not base64url: {:?}", char::from(c))),
+        };
+        bits = ((bits << 6) | u32::from(value)) & 0xffff;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            bytes.push(((bits >> count) & 0xff) as u8);
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(|e| format!("JWS payload is not JSON: {e}"))
+}
+
+/// One receipt of a home's log.
+#[derive(Clone, Debug)]
+pub struct LoggedReceipt {
+    /// Its log index.
+    pub index: u64,
+    /// The compact JWS.
+    pub jws: String,
+    /// Its payload.
+    pub payload: Value,
+}
+
+/// Every receipt in `home`'s log, in log order, each one's bundle (`trustos log prove`: receipt,
+/// inclusion proof, signed checkpoint) verified offline with `trustos verify`. No daemon may
+/// run on `home`: the log commands open the store. `scratch` is a directory for the files the
+/// verification writes.
+///
+/// # Errors
+///
+/// When a command cannot run or fails, or a bundle does not verify.
+pub fn logged_receipts(home: &Path, scratch: &Path) -> Result<Vec<LoggedReceipt>, String> {
+    let bin = trustos_bin()?;
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(args).arg("--home").arg(home);
+        crate::output_with_timeout(cmd, TIMEOUT)
+    };
+    let checkpoint = run(&["log", "checkpoint", "--json"])?;
+    if !checkpoint.status.success() {
+        return Err(format!(
+            "trustos log checkpoint: {}",
+            String::from_utf8_lossy(&checkpoint.stderr)
+        ));
+    }
+    let size = serde_json::from_slice::<Value>(&checkpoint.stdout)
+        .map_err(|e| format!("trustos log checkpoint --json: {e}"))?["treeSize"]
+        .as_u64()
+        .ok_or("trustos log checkpoint --json: no treeSize")?;
+    let mut receipts = Vec::new();
+    for index in 0..size {
+        let proved = run(&["log", "prove", "--index", &index.to_string()])?;
+        if !proved.status.success() {
+            continue; // a decision: bundles prove receipts only
+        }
+        let bundle = String::from_utf8(proved.stdout).map_err(|e| e.to_string())?;
+        let jws = serde_json::from_str::<Value>(&bundle)
+            .map_err(|e| format!("bundle {index}: {e}"))?["receipt"]
+            .as_str()
+            .ok_or_else(|| format!("bundle {index}: no receipt"))?
+            .to_owned();
+        let (code, out) = verify_offline(home, scratch, &bundle)?;
+        if code != 0 {
+            return Err(format!("bundle {index} does not verify: {out}"));
+        }
+        let payload = jws_payload(&jws)?;
+        receipts.push(LoggedReceipt {
+            index,
+            jws,
+            payload,
+        });
+    }
+    Ok(receipts)
 }

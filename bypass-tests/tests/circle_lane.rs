@@ -273,40 +273,12 @@ impl Lane {
             server, dir, home, ..
         } = self;
         drop(server);
-        let run = |args: &[&str]| {
-            let out = Command::new(bypass_tests::trustos_bin().unwrap())
-                .args(args)
-                .arg("--home")
-                .arg(&home)
-                .output()
-                .unwrap();
-            (out.status.code(), out.stdout, out.stderr)
-        };
-        let (code, out, err) = run(&["log", "checkpoint", "--json"]);
-        assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&err));
-        let size = serde_json::from_slice::<Value>(&out).unwrap()["treeSize"]
-            .as_u64()
-            .unwrap();
-        let mut receipts = Vec::new();
-        for index in 0..size {
-            let (code, bundle, _) = run(&["log", "prove", "--index", &index.to_string()]);
-            if code != Some(0) {
-                continue; // a decision, not a receipt
-            }
-            let bundle_json: Value = serde_json::from_slice(&bundle).unwrap();
-            let jws = bundle_json["receipt"].as_str().unwrap().to_owned();
-            let payload = jws_payload(&jws);
-            if payload["decisionId"] != decision_id {
-                continue;
-            }
-            // The bundle as a whole (receipt, inclusion proof, checkpoint), offline.
-            let bundle_text = String::from_utf8(bundle).unwrap();
-            let (code, out) =
-                bypass_tests::x402::verify_offline(&home, dir.path(), &bundle_text).unwrap();
-            assert_eq!(code, 0, "bundle {index}: {out}");
-            receipts.push((index, jws, payload));
-        }
-        receipts
+        bypass_tests::x402::logged_receipts(&home, dir.path())
+            .unwrap()
+            .into_iter()
+            .filter(|receipt| receipt.payload["decisionId"] == decision_id)
+            .map(|receipt| (receipt.index, receipt.jws, receipt.payload))
+            .collect()
     }
 }
 
@@ -358,27 +330,7 @@ fn body(payee: &str, amount: &str) -> Value {
 
 /// The payload of a compact JWS.
 fn jws_payload(jws: &str) -> Value {
-    let payload = jws.split('.').nth(1).expect("not a compact JWS");
-    let mut bits: u32 = 0;
-    let mut count = 0;
-    let mut bytes = Vec::new();
-    for c in payload.bytes() {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => panic!("not base64url: {c}"),
-        };
-        bits = (bits << 6) | u32::from(value);
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            bytes.push(u8::try_from((bits >> count) & 0xff).unwrap());
-        }
-    }
-    serde_json::from_slice(&bytes).unwrap()
+    bypass_tests::x402::jws_payload(jws).unwrap()
 }
 
 #[test]

@@ -49,7 +49,7 @@ use bypass_tests::x402::{KEY_ENV, Profile, Route, sha256_hex, token_entry, x402_
 use bypass_tests::{TempDir, trustos_bin};
 use reference::{
     BASE_SEPOLIA_USDC, DEFAULT_PAY_TO, Facilitator, HttpResponse, PaidApi, TEST_PAYER_ADDRESS,
-    TEST_PAYER_KEY, base64_decode, base64_encode, decode_header_json, http_request, reference_sign,
+    TEST_PAYER_KEY, base64_encode, decode_header_json, http_request, reference_sign,
 };
 use serde_json::{Value, json};
 use trustos_adapters::testkit::circle::{CircleEmulator, EmulatorConfig as CircleEmulatorConfig};
@@ -248,16 +248,7 @@ impl Lane {
 
 /// The payload of a compact JWS.
 fn jws_payload(jws: &str) -> Value {
-    let payload = jws.split('.').nth(1).expect("not a compact JWS");
-    let standard: String = payload
-        .chars()
-        .map(|c| match c {
-            '-' => '+',
-            '_' => '/',
-            c => c,
-        })
-        .collect();
-    serde_json::from_slice(&base64_decode(&standard).unwrap()).unwrap()
+    bypass_tests::x402::jws_payload(jws).unwrap()
 }
 
 /// The reason codes of a refusal: the lane's `{"reasons": [{code}]}` or the front's JSON-RPC

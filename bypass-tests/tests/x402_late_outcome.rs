@@ -29,12 +29,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use bypass_tests::serve::{Listening, init_home};
 use bypass_tests::x402::{NETWORK, Profile, Route, token_entry};
-use bypass_tests::{TempDir, output_with_timeout, trustos_bin};
+use bypass_tests::{TempDir, trustos_bin};
 use serde_json::{Value, json};
 use trustos_adapters::testkit::x402::{EmulatorConfig, Fault, Settlement, X402Emulator};
 
@@ -268,27 +267,7 @@ impl McpClient {
 
 /// The payload of a compact JWS.
 fn jws_payload(jws: &str) -> Value {
-    let payload = jws.split('.').nth(1).expect("not a compact JWS");
-    let mut bits: u32 = 0;
-    let mut count = 0;
-    let mut bytes = Vec::new();
-    for c in payload.bytes() {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => panic!("not base64url: {c}"),
-        };
-        bits = (bits << 6) | u32::from(value);
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            bytes.push(u8::try_from((bits >> count) & 0xff).unwrap());
-        }
-    }
-    serde_json::from_slice(&bytes).unwrap()
+    bypass_tests::x402::jws_payload(jws).unwrap()
 }
 
 /// `sha256:` and the hex SHA-256 of `text`, as receipts name the receipts they compose.
@@ -370,42 +349,15 @@ impl Lane {
         bypass_tests::x402::payments(&self.home).unwrap()
     }
 
-    /// `trustos ARGS --home HOME` (no daemon may run: the log commands open the store).
-    fn run(&self, args: &[&str]) -> (Option<i32>, Vec<u8>, Vec<u8>) {
-        let mut cmd = Command::new(trustos_bin().unwrap());
-        cmd.args(args).arg("--home").arg(&self.home);
-        let out = output_with_timeout(cmd, TIMEOUT).unwrap();
-        (out.status.code(), out.stdout, out.stderr)
-    }
-
     /// Every receipt in the log: each entry's index, compact JWS and payload, in log order.
     /// Every bundle `trustos log prove` hands out is verified offline with `trustos verify`.
     fn read_receipts(&self) -> Vec<(u64, String, Value)> {
         assert!(self.server.is_none(), "stop the daemon first");
-        let (code, out, err) = self.run(&["log", "checkpoint", "--json"]);
-        assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&err));
-        let size = serde_json::from_slice::<Value>(&out).unwrap()["treeSize"]
-            .as_u64()
-            .unwrap();
-        let mut receipts = Vec::new();
-        for index in 0..size {
-            let (code, bundle, _) = self.run(&["log", "prove", "--index", &index.to_string()]);
-            if code != Some(0) {
-                continue; // a decision, not a receipt
-            }
-            let jws = serde_json::from_slice::<Value>(&bundle).unwrap()["receipt"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            let bundle_text = String::from_utf8(bundle).unwrap();
-            let (code, out) =
-                bypass_tests::x402::verify_offline(&self.home, self.dir.path(), &bundle_text)
-                    .unwrap();
-            assert_eq!(code, 0, "bundle {index}: {out}");
-            let payload = jws_payload(&jws);
-            receipts.push((index, jws, payload));
-        }
-        receipts
+        bypass_tests::x402::logged_receipts(&self.home, self.dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|receipt| (receipt.index, receipt.jws, receipt.payload))
+            .collect()
     }
 }
 
