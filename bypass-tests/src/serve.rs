@@ -106,6 +106,12 @@ impl Listening {
         self.lines.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Kills the daemon with SIGKILL, as a crash would: nothing of it runs after this returns.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The next stderr line, waiting until `deadline` at most.
     pub fn next_line(&self, deadline: Instant) -> Option<String> {
         self.lines()

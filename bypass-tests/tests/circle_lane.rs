@@ -248,13 +248,20 @@ impl Lane {
 
     /// Stops the daemon and starts it again on the same home and address.
     fn restart(self) -> Self {
+        self.restart_after(|_| {})
+    }
+
+    /// Stops the daemon, first doing `stop` to it (`Listening::kill`: a crash), and starts it
+    /// again on the same home and address.
+    fn restart_after(self, stop: impl FnOnce(&mut Listening)) -> Self {
         let Self {
-            server,
+            mut server,
             emulator,
             dir,
             home,
         } = self;
         let addr = server.addr().to_owned();
+        stop(&mut server);
         drop(server);
         let server = serve(&home, &addr, &emulator);
         Self {
@@ -511,6 +518,71 @@ fn after_a_restart_trustos_payments_receipts_the_late_outcome() {
     assert_eq!(receipts[0].2["status"], "unknown");
     assert_eq!(receipts[1].2["status"], "completed");
     assert_eq!(receipts[1].2["settlement"]["reference"], id.as_str());
+}
+
+/// The gateway killed (SIGKILL) while it waits for Circle to finish a transfer: the call never
+/// got its receipt. After the restart, once Circle completes it, `trustos payments` records it
+/// settled and receipts it: one receipt for the decision, `completed`, naming the transaction,
+/// composing nothing (there was no earlier receipt).
+#[test]
+fn a_transfer_cut_off_by_a_crash_is_receipted_after_the_restart() {
+    let lane = Lane::start_emulating(
+        "circle-crash",
+        &profile("1000000").toml(),
+        "",
+        false,
+        false,
+    );
+    let addr = lane.server.addr().to_owned();
+    let bearer = format!("Bearer {TOKEN}");
+    let asked = body(PAYEE, "4500").to_string();
+    // The agent's request, on its own connection: it never gets an answer.
+    let agent = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let head = format!(
+            "POST /rails/circle/transfers HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Authorization: {bearer}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{asked}",
+            asked.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        answer
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    while lane.emulator.transfers().is_empty() {
+        assert!(Instant::now() < deadline, "the transfer was never created");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lane = lane.restart_after(Listening::kill);
+    let answer = agent.join().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("receipt"),
+        "the call was answered before the crash: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let transfers = lane.emulator.transfers();
+    assert_eq!(transfers.len(), 1);
+    let id = transfers[0].id.clone();
+    let decision_id = transfers[0].ref_id.clone().unwrap();
+
+    lane.emulator.advance_to(&id, TransactionState::Complete);
+    for _ in 0..2 {
+        let (code, attempts) = lane.payments();
+        assert_eq!(code, 0, "{attempts:?}");
+        assert_eq!(attempts[0]["state"], "settled");
+    }
+    assert_eq!(lane.emulator.transfers().len(), 1, "nothing was sent again");
+    let receipts = lane.stop_and_read_receipts(&decision_id);
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    let receipt = &receipts[0].2;
+    assert_eq!(receipt["status"], "completed", "{receipt}");
+    assert_eq!(receipt["settlement"]["rail"], "circle");
+    assert_eq!(receipt["settlement"]["reference"], id.as_str());
+    assert_eq!(receipt["settlement"]["amount"], "4500");
+    assert_eq!(receipt["composes"], json!([]));
 }
 
 /// A transfer left `unknown` keeps its budget reservation; when Circle later fails it, the late

@@ -109,6 +109,7 @@ fn prepare(key: &GatewayKey, index: usize) -> Prepared {
     Prepared {
         commit: DecisionCommit {
             consume: false,
+            awaiting: None,
             decision,
             signed,
             charges: vec![BudgetCharge {

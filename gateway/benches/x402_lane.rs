@@ -108,7 +108,7 @@ use trustos::enforce::{CallEnd, CallPayment, Enforcer, HttpTarget, ToolCall, Ver
 use trustos::home::{Home, ensure_initialized};
 use trustos::policy::engine::{Intent, PaymentFacts, decide_with_store};
 use trustos::store::redb_store::RedbStore;
-use trustos::store::{DecisionCommit, Store as _};
+use trustos::store::{AwaitedPayment, AwaitedSettlement, DecisionCommit, Store as _};
 use trustos_adapters::ledger::AttemptClaim;
 use trustos_adapters::x402::assets::AssetRegistry;
 use trustos_adapters::x402::evm::{
@@ -820,6 +820,7 @@ async fn side_sample(
     call.payment = Some(CallPayment {
         terms: bound.clone(),
         asset_symbol: terms.asset.symbol.clone(),
+        rail: "x402".into(),
     });
     record("choose_offer", nanos(started.elapsed()));
 
@@ -874,6 +875,16 @@ async fn side_sample(
             signed,
             charges: evaluation.budget_charges(),
             consume: true,
+            // As the gateway commits a payment it starts: awaiting its outcome.
+            awaiting: Some(AwaitedPayment {
+                settlement: AwaitedSettlement {
+                    rail: "x402".into(),
+                    network: NETWORK.into(),
+                    asset: checksum(&terms.asset.address),
+                    amount: Amount::from(terms.amount),
+                },
+                owner: "bench".into(),
+            }),
         })
         .await
         .map_err(|err| e(&err))?;
@@ -959,7 +970,7 @@ async fn side_sample(
             Some(result_digest()?),
             started_at,
             Some(settled),
-            None,
+            false,
         )
         .await
         .map_err(|err| e(&err))?;

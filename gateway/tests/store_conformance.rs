@@ -93,6 +93,7 @@ fn decision(
     Made {
         commit: DecisionCommit {
             consume: false,
+            awaiting: None,
             decision,
             signed,
             charges: charges
@@ -303,7 +304,7 @@ async fn check_decision_lifecycle<S: Store>(store: Arc<S>) {
             decision_id: "life-allow".into(),
             settlement: BudgetSettlement::Capture,
             build: receipt_builder("life-allow", allow.fingerprint, now),
-            awaiting: None,
+            outcome_open: false,
         })
         .await
         .unwrap();
@@ -359,7 +360,7 @@ async fn check_decision_lifecycle<S: Store>(store: Arc<S>) {
             decision_id: "life-deny".into(),
             settlement: BudgetSettlement::Keep,
             build: Box::new(|_| Err("signer unavailable".into())),
-            awaiting: None,
+            outcome_open: false,
         })
         .await;
     assert!(
@@ -403,7 +404,7 @@ fn late_builder(decision_id: &str, status: ExecutionStatus, now: Timestamp) -> L
             started_at: entry.forwarded_at.unwrap_or(now),
             completed_at: now,
             log_index: SafeIndex::new(entry.index).map_err(|err| err.to_string())?,
-            composes: vec![entry.open_receipt],
+            composes: entry.open_receipt.into_iter().collect(),
         };
         jws::sign(&key(), TYP_RECEIPT, &receipt)
             .map(String::into_bytes)
@@ -411,54 +412,61 @@ fn late_builder(decision_id: &str, status: ExecutionStatus, now: Timestamp) -> L
     })
 }
 
-fn awaited() -> AwaitedSettlement {
-    AwaitedSettlement {
-        rail: "circle".into(),
-        network: "eip155:84532".into(),
-        asset: "usdc".into(),
-        amount: Amount::from(30u128),
+/// The daemon run that started the payments, and the one that asks after a restart.
+const RUN_A: &str = "run-a";
+const RUN_B: &str = "run-b";
+
+/// A paid allow committed and consumed by [`RUN_A`], 30 reserved on `budget_key`.
+async fn paying<S: Store>(store: &S, id: &str, budget_key: &str, now: Timestamp) -> Made {
+    let mut made = decision(
+        id,
+        now,
+        Outcome::Allow,
+        &[(budget_key, BudgetWindow::Day, 30, 100)],
+    );
+    made.commit.consume = true;
+    made.commit.awaiting = Some(AwaitedPayment {
+        settlement: AwaitedSettlement {
+            rail: "circle".into(),
+            network: "eip155:84532".into(),
+            asset: "usdc".into(),
+            amount: Amount::from(30u128),
+        },
+        owner: RUN_A.into(),
+    });
+    store.commit_decision(made.commit.clone()).await.unwrap();
+    made
+}
+
+fn late(decision_id: &str, outcome: LateOutcome, owner: &str, now: Timestamp) -> LateReceiptCommit {
+    let status = match outcome {
+        LateOutcome::Settled { .. } => ExecutionStatus::Completed,
+        LateOutcome::Failed => ExecutionStatus::Failed,
+    };
+    LateReceiptCommit {
+        decision_id: decision_id.into(),
+        outcome,
+        owner: owner.into(),
+        build: late_builder(decision_id, status, now),
     }
 }
 
-/// A late outcome is receipted once, however many callers race to receipt it, only for a
-/// decision whose receipt left it open; it captures or releases the kept reservation in the
-/// same unit, names the awaited settlement with the rail's reference, and composes the open
-/// receipt. A builder failure appends nothing and leaves it open.
+fn settled(reference: &str) -> LateOutcome {
+    LateOutcome::Settled {
+        reference: reference.into(),
+    }
+}
+
+/// A paid allow awaits its outcome from its commit until a receipt closes it. A late outcome
+/// is receipted once, however many callers race to receipt it: after a receipt that left it
+/// open (`unknown`), or when the run that started it never receipted it (cut off mid-call); a
+/// payment still in flight in the asking run is left alone. The late receipt captures or
+/// releases the kept reservation in the same unit, names the awaited settlement with the rail's
+/// reference, and composes the open receipt when there was one. A builder failure appends
+/// nothing and leaves it open.
 async fn check_late_receipts<S: Store>(store: Arc<S>) {
     let now = at("2026-03-01T10:00:00.000Z");
     let later = at("2026-03-01T10:05:00.000Z");
-    let budget = |id: &'static str| (id, BudgetWindow::Day, 30u128, 100u128);
-    let mut open_receipts = Vec::new();
-    for id in ["late-settled", "late-failed"] {
-        let made = decision(
-            id,
-            now,
-            Outcome::Allow,
-            &[budget(if id == "late-settled" {
-                "agent:late-s"
-            } else {
-                "agent:late-f"
-            })],
-        );
-        store.commit_decision(made.commit).await.unwrap();
-        assert_eq!(
-            store
-                .consume_decision(id, &made.fingerprint, now)
-                .await
-                .unwrap(),
-            ConsumeOutcome::Consumed
-        );
-        let (_, bytes) = store
-            .commit_receipt(ReceiptCommit {
-                decision_id: id.into(),
-                settlement: BudgetSettlement::Keep,
-                build: receipt_builder(id, made.fingerprint, now),
-                awaiting: Some(awaited()),
-            })
-            .await
-            .unwrap();
-        open_receipts.push((made.fingerprint, bytes));
-    }
     let usage = |budget_key: &'static str| {
         let store = Arc::clone(&store);
         async move {
@@ -468,6 +476,38 @@ async fn check_late_receipts<S: Store>(store: Arc<S>) {
                 .unwrap()
         }
     };
+    let pending = |ids: &[&str]| {
+        ids.iter()
+            .map(|id| ((*id).to_owned(), "circle".to_owned()))
+            .collect::<Vec<_>>()
+    };
+
+    let mut open_receipts = Vec::new();
+    for (id, budget_key) in [
+        ("late-settled", "agent:late-s"),
+        ("late-failed", "agent:late-f"),
+    ] {
+        let made = paying(&*store, id, budget_key, now).await;
+        // In flight in the run that started it: not for a late receipt.
+        let size = store.log_size().await.unwrap();
+        let in_flight = store
+            .commit_late_receipt(late(id, settled("tx-early"), RUN_A, later))
+            .await
+            .unwrap();
+        assert!(in_flight.is_none());
+        assert_eq!(store.log_size().await.unwrap(), size);
+        // Its receipt leaves it open.
+        let (_, bytes) = store
+            .commit_receipt(ReceiptCommit {
+                decision_id: id.into(),
+                settlement: BudgetSettlement::Keep,
+                build: receipt_builder(id, made.fingerprint, now),
+                outcome_open: true,
+            })
+            .await
+            .unwrap();
+        open_receipts.push((made.fingerprint, bytes));
+    }
     assert_eq!(
         usage("agent:late-s").await,
         BudgetUsage {
@@ -475,58 +515,83 @@ async fn check_late_receipts<S: Store>(store: Arc<S>) {
             captured: 0
         }
     );
-    // What reconciliation must still receipt, found without reading every decision.
-    let pending = |ids: &[&str]| {
-        ids.iter()
-            .map(|id| ((*id).to_owned(), "circle".to_owned()))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        store.awaiting_outcomes().await.unwrap(),
-        pending(&["late-failed", "late-settled"])
-    );
 
-    // A decision whose receipt closed it, and a kept receipt that awaits nothing: nothing to do.
-    let closed = decision("late-closed", now, Outcome::Allow, &[]);
-    store.commit_decision(closed.commit).await.unwrap();
-    store
-        .commit_receipt(ReceiptCommit {
-            decision_id: "late-closed".into(),
-            settlement: BudgetSettlement::Keep,
-            build: receipt_builder("late-closed", closed.fingerprint, now),
-            awaiting: None,
-        })
-        .await
-        .unwrap();
-    let size = store.log_size().await.unwrap();
+    // Receipts that close the outcome: captured, and kept but not left open (a failure the
+    // rail reported). Nothing to receipt late for either; neither awaits any more.
+    for (id, settlement) in [
+        ("late-captured", BudgetSettlement::Capture),
+        ("late-kept", BudgetSettlement::Keep),
+    ] {
+        let made = paying(&*store, id, "agent:late-c", now).await;
+        store
+            .commit_receipt(ReceiptCommit {
+                decision_id: id.into(),
+                settlement,
+                build: receipt_builder(id, made.fingerprint, now),
+                outcome_open: false,
+            })
+            .await
+            .unwrap();
+        let size = store.log_size().await.unwrap();
+        let nothing = store
+            .commit_late_receipt(late(id, LateOutcome::Failed, RUN_B, later))
+            .await
+            .unwrap();
+        assert!(nothing.is_none(), "{id}");
+        assert_eq!(store.log_size().await.unwrap(), size);
+    }
+    // A decision no rail pays never awaits anything.
+    let plain = decision("late-plain", now, Outcome::Allow, &[]);
+    store.commit_decision(plain.commit).await.unwrap();
     let nothing = store
-        .commit_late_receipt(LateReceiptCommit {
-            decision_id: "late-closed".into(),
-            outcome: LateOutcome::Failed,
-            build: late_builder("late-closed", ExecutionStatus::Failed, later),
-        })
+        .commit_late_receipt(late("late-plain", LateOutcome::Failed, RUN_B, later))
         .await
         .unwrap();
     assert!(nothing.is_none());
     let missing = store
-        .commit_late_receipt(LateReceiptCommit {
-            decision_id: "late-missing".into(),
-            outcome: LateOutcome::Failed,
-            build: late_builder("late-missing", ExecutionStatus::Failed, later),
-        })
+        .commit_late_receipt(late("late-missing", LateOutcome::Failed, RUN_B, later))
         .await;
     assert!(
         matches!(missing, Err(StoreError::Invalid(_))),
         "{missing:?}"
     );
 
+    // Cut off mid-call: consumed by run A, never receipted; run B receipts it, composing
+    // nothing (there is nothing to compose).
+    let orphan = paying(&*store, "late-orphan", "agent:late-o", now).await;
+    assert_eq!(
+        store.awaiting_outcomes().await.unwrap(),
+        pending(&["late-failed", "late-orphan", "late-settled"])
+    );
+    let (_, bytes) = store
+        .commit_late_receipt(late("late-orphan", settled("tx-orphan"), RUN_B, later))
+        .await
+        .unwrap()
+        .unwrap();
+    let verifier =
+        trustos_kernel::verify::Verifier::new(TrustedKeys::new([key().public().clone()]));
+    let receipt = verifier
+        .verify_receipt(std::str::from_utf8(&bytes).unwrap())
+        .unwrap()
+        .receipt;
+    assert_eq!(receipt.fingerprint, orphan.fingerprint);
+    assert!(receipt.composes.is_empty());
+    assert_eq!(receipt.settlement.unwrap().reference, "tx-orphan");
+    assert_eq!(
+        usage("agent:late-o").await,
+        BudgetUsage {
+            reserved: 0,
+            captured: 30
+        }
+    );
+
     // A builder failure appends nothing and settles nothing: the outcome stays open.
+    let size = store.log_size().await.unwrap();
     let failed = store
         .commit_late_receipt(LateReceiptCommit {
             decision_id: "late-settled".into(),
-            outcome: LateOutcome::Settled {
-                reference: "tx-1".into(),
-            },
+            outcome: settled("tx-1"),
+            owner: RUN_B.into(),
             build: Box::new(|_| Err("signer unavailable".into())),
         })
         .await;
@@ -534,19 +599,15 @@ async fn check_late_receipts<S: Store>(store: Arc<S>) {
     assert_eq!(store.log_size().await.unwrap(), size);
     assert_eq!(usage("agent:late-s").await.reserved, 30);
 
-    // 16 racing callers (webhook, reconciliation, in-doubt check…): exactly one receipt.
+    // 16 racing callers (webhook, reconciliation, in-doubt check…), even of the run that left
+    // it open: exactly one receipt.
     let racers: Vec<_> = (0..16)
-        .map(|_| {
+        .map(|racer| {
             let store = Arc::clone(&store);
+            let owner = if racer % 2 == 0 { RUN_A } else { RUN_B };
             tokio::spawn(async move {
                 store
-                    .commit_late_receipt(LateReceiptCommit {
-                        decision_id: "late-settled".into(),
-                        outcome: LateOutcome::Settled {
-                            reference: "tx-1".into(),
-                        },
-                        build: late_builder("late-settled", ExecutionStatus::Completed, later),
-                    })
+                    .commit_late_receipt(late("late-settled", settled("tx-1"), owner, later))
                     .await
                     .unwrap()
             })
@@ -566,23 +627,22 @@ async fn check_late_receipts<S: Store>(store: Arc<S>) {
     );
     let (index, bytes) = committed.remove(0);
     assert_eq!(index, size);
-    let verifier =
-        trustos_kernel::verify::Verifier::new(TrustedKeys::new([key().public().clone()]));
-    let late = verifier
+    let late_receipt = verifier
         .verify_receipt(std::str::from_utf8(&bytes).unwrap())
         .unwrap()
         .receipt;
-    assert_eq!(late.log_index.get(), index);
-    assert_eq!(late.fingerprint, open_receipts[0].0);
+    assert_eq!(late_receipt.log_index.get(), index);
+    assert_eq!(late_receipt.fingerprint, open_receipts[0].0);
     assert_eq!(
-        late.started_at, now,
+        late_receipt.started_at, now,
         "started when the decision was consumed"
     );
-    assert_eq!(late.composes, vec![Digest::of(&open_receipts[0].1)]);
-    let settlement = late.settlement.unwrap();
+    assert_eq!(late_receipt.composes, vec![Digest::of(&open_receipts[0].1)]);
+    let settlement = late_receipt.settlement.unwrap();
     assert_eq!(settlement.reference, "tx-1");
     assert_eq!(settlement.rail, "circle");
     assert_eq!(settlement.network, "eip155:84532");
+    assert_eq!(settlement.asset, "usdc");
     assert_eq!(settlement.amount, Amount::from(30u128));
     assert_eq!(
         usage("agent:late-s").await,
@@ -594,30 +654,20 @@ async fn check_late_receipts<S: Store>(store: Arc<S>) {
 
     // A failure releases the reservation and names no settlement.
     let released = store
-        .commit_late_receipt(LateReceiptCommit {
-            decision_id: "late-failed".into(),
-            outcome: LateOutcome::Failed,
-            build: late_builder("late-failed", ExecutionStatus::Failed, later),
-        })
+        .commit_late_receipt(late("late-failed", LateOutcome::Failed, RUN_A, later))
         .await
         .unwrap()
         .unwrap();
-    let late = verifier
+    let late_receipt = verifier
         .verify_receipt(std::str::from_utf8(&released.1).unwrap())
         .unwrap()
         .receipt;
-    assert!(late.settlement.is_none());
-    assert_eq!(late.composes, vec![Digest::of(&open_receipts[1].1)]);
+    assert!(late_receipt.settlement.is_none());
+    assert_eq!(late_receipt.composes, vec![Digest::of(&open_receipts[1].1)]);
     assert_eq!(usage("agent:late-f").await, BudgetUsage::default());
     // And never twice.
     let again = store
-        .commit_late_receipt(LateReceiptCommit {
-            decision_id: "late-failed".into(),
-            outcome: LateOutcome::Settled {
-                reference: "tx-2".into(),
-            },
-            build: late_builder("late-failed", ExecutionStatus::Completed, later),
-        })
+        .commit_late_receipt(late("late-failed", settled("tx-2"), RUN_B, later))
         .await
         .unwrap();
     assert!(again.is_none());
@@ -1118,7 +1168,7 @@ async fn redb_writer_survives_a_panicking_receipt_builder() {
             decision_id: "panic-1".into(),
             settlement: BudgetSettlement::Capture,
             build: Box::new(|_| panic!("a builder bug")),
-            awaiting: None,
+            outcome_open: false,
         })
         .await;
     assert!(failed.is_err());
@@ -1244,7 +1294,7 @@ async fn crash_child() {
                             decision_id: id.clone(),
                             settlement: BudgetSettlement::Capture,
                             build: receipt_builder(&id, made.fingerprint, crash_now()),
-                            awaiting: None,
+                            outcome_open: false,
                         })
                         .await
                         .unwrap();

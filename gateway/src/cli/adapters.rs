@@ -257,6 +257,7 @@ impl Gate for StoreGate {
                 signed,
                 charges: Vec::new(),
                 consume: true,
+                awaiting: None,
             })
             .await
             .map_err(|err| internal(&err))?;
@@ -288,7 +289,7 @@ impl Gate for StoreGate {
                 decision_id: case.decision_id.clone(),
                 settlement: BudgetSettlement::Capture,
                 build,
-                awaiting: None,
+                outcome_open: false,
             })
             .await
             .map_err(|err| internal(&err))?;

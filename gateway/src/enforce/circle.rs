@@ -67,7 +67,6 @@ use super::{
     CallEnd, CallPayment, EnforceError, Enforcer, IssuedReceipt, Reason, ToolCall, Verdict,
 };
 use crate::config::{CircleConfig, CircleEnvironmentName, CircleFeeLevel};
-use crate::store::AwaitedSettlement;
 
 /// Notification ids remembered for de-duplication.
 const DEDUP_CAPACITY: usize = 10_000;
@@ -576,6 +575,7 @@ impl Enforcer {
         call.payment = Some(CallPayment {
             terms: bound,
             asset_symbol: terms.asset.clone(),
+            rail: RAIL.to_owned(),
         });
         let (decision_id, jws) = match self.decide_payment(&call, true).await? {
             Ok(allowed) => allowed,
@@ -890,12 +890,7 @@ impl Enforcer {
         });
         let result_digest = Digest::of_canonical_value(&digest_input).ok();
         // Left open: a late webhook or reconciliation receipts the outcome.
-        let awaiting = (status == TransferStatus::Unknown).then(|| AwaitedSettlement {
-            rail: RAIL.to_owned(),
-            network: terms.network.clone(),
-            asset: terms.asset.clone(),
-            amount: Amount::from(terms.amount),
-        });
+        let outcome_open = status == TransferStatus::Unknown;
         let receipt = self
             .record_and_receipt(
                 &payer.adapter,
@@ -904,7 +899,7 @@ impl Enforcer {
                 end,
                 result_digest,
                 started_at,
-                (settlement.clone(), awaiting),
+                (settlement.clone(), outcome_open),
             )
             .await?;
         tracing::info!(%decision_id, ?status, state = ?state, "Circle transfer concluded");

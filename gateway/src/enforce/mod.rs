@@ -46,7 +46,7 @@ use crate::policy::profile::Risk;
 use crate::policy::{self, ActiveProfile, Compiled, Reload};
 use crate::store::redb_store::RedbStore;
 use crate::store::{
-    AwaitedSettlement, BudgetSettlement, CommitError, DecisionCommit, LateOutcome,
+    AwaitedPayment, AwaitedSettlement, BudgetSettlement, CommitError, DecisionCommit, LateOutcome,
     LateReceiptCommit, ReceiptCommit, Store, StoreError,
 };
 use pins::{PinCheck, Pins};
@@ -115,6 +115,9 @@ pub struct CallPayment {
     pub terms: PaymentTerms,
     /// The profile's name of the asset (`usdc`), for amounts and budgets.
     pub asset_symbol: String,
+    /// The rail adapter that pays it (`x402`, `circle`).
+    #[serde(default)]
+    pub rail: String,
 }
 
 impl ToolCall {
@@ -307,6 +310,17 @@ pub fn now() -> Result<Timestamp, EnforceError> {
         .ok_or_else(|| EnforceError::Internal("system clock out of range".into()))
 }
 
+/// An id for this run of the daemon: random, or the process id and start time when the system
+/// has no randomness to give (unique either way for one machine's store).
+fn run_id() -> String {
+    random_id("run_").unwrap_or_else(|_| {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        format!("run_{}_{started}", std::process::id())
+    })
+}
+
 /// A random id with a prefix: 128 bits of randomness in hex.
 pub fn random_id(prefix: &str) -> Result<String, EnforceError> {
     let mut bytes = [0u8; 16];
@@ -378,6 +392,9 @@ pub struct Enforcer {
     pins: Pins,
     holds: Mutex<HashMap<String, Hold>>,
     forwarded: Mutex<HashMap<String, Digest>>,
+    /// This run of the daemon (unique per start): the rail payments it starts are its own
+    /// until receipted (see `LateReceiptCommit::owner`).
+    run_id: String,
     generation: watch::Sender<u64>,
     payer: Option<pay::Payer>,
     circle: Option<circle::CirclePayer>,
@@ -410,6 +427,7 @@ impl Enforcer {
             settings,
             holds: Mutex::new(HashMap::new()),
             forwarded: Mutex::new(HashMap::new()),
+            run_id: run_id(),
             generation: watch::Sender::new(1),
             payer: None,
             circle: None,
@@ -621,7 +639,13 @@ impl Enforcer {
         // An allow the gateway forwards itself is consumed in the same durable write.
         let forwarding = allowed && evaluation.enforced == Outcome::Allow;
         match self
-            .commit(&decision, &signed, &evaluation, allowed, forwarding)
+            .commit(
+                &decision,
+                &signed,
+                &evaluation,
+                (allowed, forwarding),
+                call.payment.as_ref(),
+            )
             .await
         {
             Ok(()) => {}
@@ -699,20 +723,33 @@ impl Enforcer {
         decision: &PolicyDecision,
         signed: &str,
         evaluation: &Evaluation,
-        allowed: bool,
-        consume: bool,
+        (allowed, consume): (bool, bool),
+        payment: Option<&CallPayment>,
     ) -> Result<(), CommitError> {
         let charges = if allowed {
             evaluation.budget_charges()
         } else {
             Vec::new()
         };
+        // A rail payment starting now awaits its outcome until a receipt closes it.
+        let awaiting = payment
+            .filter(|payment| allowed && consume && !payment.rail.is_empty())
+            .map(|payment| AwaitedPayment {
+                settlement: AwaitedSettlement {
+                    rail: payment.rail.clone(),
+                    network: payment.terms.network.clone(),
+                    asset: payment.terms.asset.clone(),
+                    amount: payment.terms.amount.clone(),
+                },
+                owner: self.run_id.clone(),
+            });
         self.store
             .commit_decision(DecisionCommit {
                 decision: decision.clone(),
                 signed: signed.to_owned(),
                 charges,
                 consume,
+                awaiting,
             })
             .await
             .map(|_| ())
@@ -784,7 +821,7 @@ impl Enforcer {
             &evaluation,
             issued_at,
         )?;
-        self.commit(&decision, &signed, &evaluation, false, false)
+        self.commit(&decision, &signed, &evaluation, (false, false), None)
             .await
             .map_err(internal)?;
         Ok(Verdict::refuse(
@@ -1066,7 +1103,13 @@ impl Enforcer {
             issued_at,
         )?;
         match self
-            .commit(&decision, &signed, &evaluation, true, true)
+            .commit(
+                &decision,
+                &signed,
+                &evaluation,
+                (true, true),
+                hold.call.payment.as_ref(),
+            )
             .await
         {
             Ok(()) => {}
@@ -1088,14 +1131,14 @@ impl Enforcer {
         result_digest: Option<Digest>,
         started_at: Timestamp,
     ) -> Result<IssuedReceipt, EnforceError> {
-        self.finish_paid(decision_id, end, result_digest, started_at, None, None)
+        self.finish_paid(decision_id, end, result_digest, started_at, None, false)
             .await
     }
 
     /// [`Enforcer::finish`] for a call a rail adapter paid: the receipt names the rail's
-    /// reference when money moved. `awaiting`: what the payment would settle, for a receipt
-    /// that leaves its outcome open (the reservation kept), so that reconciliation can receipt
-    /// the outcome later ([`Enforcer::receipt_late_outcome`]).
+    /// reference when money moved. `outcome_open`: the receipt leaves the payment's outcome
+    /// open (`unknown`, the reservation kept), so reconciliation receipts it later
+    /// ([`Enforcer::receipt_late_outcome`]); any other receipt closes it.
     pub async fn finish_paid(
         &self,
         decision_id: &str,
@@ -1103,7 +1146,7 @@ impl Enforcer {
         result_digest: Option<Digest>,
         started_at: Timestamp,
         settlement: Option<Settlement>,
-        awaiting: Option<AwaitedSettlement>,
+        outcome_open: bool,
     ) -> Result<IssuedReceipt, EnforceError> {
         let (status, budget) = match end {
             CallEnd::Completed => (ExecutionStatus::Completed, BudgetSettlement::Capture),
@@ -1145,7 +1188,7 @@ impl Enforcer {
                 decision_id: decision_id.to_owned(),
                 settlement: budget,
                 build,
-                awaiting,
+                outcome_open,
             })
             .await?;
         Ok(IssuedReceipt {
@@ -1185,7 +1228,7 @@ impl Enforcer {
                 started_at: entry.forwarded_at.unwrap_or(completed_at),
                 completed_at,
                 log_index: SafeIndex::new(entry.index).map_err(|err| err.to_string())?,
-                composes: vec![entry.open_receipt],
+                composes: entry.open_receipt.into_iter().collect(),
             };
             jws::sign(&key, TYP_RECEIPT, &receipt)
                 .map(String::into_bytes)
@@ -1196,6 +1239,7 @@ impl Enforcer {
             .commit_late_receipt(LateReceiptCommit {
                 decision_id: decision_id.to_owned(),
                 outcome,
+                owner: self.run_id.clone(),
                 build,
             })
             .await?;

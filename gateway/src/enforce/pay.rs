@@ -16,8 +16,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::store::LateOutcome;
 use crate::store::Store as _;
-use crate::store::{AwaitedSettlement, LateOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use trustos_adapters::circle::wallet_signer::CircleWalletSigner;
@@ -352,6 +352,7 @@ impl Enforcer {
         call.payment = Some(CallPayment {
             terms: bound.clone(),
             asset_symbol: terms.asset.symbol.clone(),
+            rail: payer.adapter.rail().to_owned(),
         });
 
         let (decision_id, jws) = match self.decide_payment(&call, false).await? {
@@ -477,15 +478,7 @@ impl Enforcer {
         // Left open: the chain tells later, and that outcome gets its own receipt. (A failure
         // the facilitator reported is recorded failed and keeps its reservation, as before: its
         // receipt already says `failed`, and the ledger does not reconcile failed attempts.)
-        let awaiting = match (end, &terms) {
-            (CallEnd::Unknown, Some(terms)) => Some(AwaitedSettlement {
-                rail: payer.adapter.rail().to_owned(),
-                network: terms.network.clone(),
-                asset: checksum(&terms.asset.address),
-                amount: Amount::from(terms.amount),
-            }),
-            _ => None,
-        };
+        let outcome_open = end == CallEnd::Unknown;
         let receipt = self
             .record_and_receipt(
                 &payer.adapter,
@@ -494,7 +487,7 @@ impl Enforcer {
                 end,
                 result_digest,
                 started_at,
-                (settlement.clone(), awaiting),
+                (settlement.clone(), outcome_open),
             )
             .await?;
         tracing::info!(%decision_id, ?outcome, "x402 payment concluded");
@@ -670,8 +663,8 @@ impl Enforcer {
     /// update and the receipt are independent writes: submitted together, the store's group
     /// commit makes them durable in one sync. A ledger failure is logged (the receipt still
     /// says what happened; reconciliation finds the attempt). `settlement`: what the receipt
-    /// names when money moved, and what the payment would settle when the receipt leaves its
-    /// outcome open (see [`Enforcer::finish_paid`]).
+    /// names when money moved; `outcome_open`: the receipt leaves the outcome open (see
+    /// [`Enforcer::finish_paid`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn record_and_receipt<A: Adapter>(
         &self,
@@ -681,7 +674,7 @@ impl Enforcer {
         end: CallEnd,
         result_digest: Option<Digest>,
         started_at: Timestamp,
-        (settlement, awaiting): (Option<Settlement>, Option<AwaitedSettlement>),
+        (settlement, outcome_open): (Option<Settlement>, bool),
     ) -> Result<IssuedReceipt, EnforceError> {
         let (recorded, receipt) = tokio::join!(
             adapter.report(&**self.store(), decision_id, report),
@@ -691,7 +684,7 @@ impl Enforcer {
                 result_digest,
                 started_at,
                 settlement,
-                awaiting
+                outcome_open
             )
         );
         if let Err(err) = recorded {

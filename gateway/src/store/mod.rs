@@ -55,6 +55,20 @@ pub struct DecisionCommit {
     /// Consume an allow decision in the same unit (the gateway forwards it itself, at once):
     /// one durable write instead of two, and no moment where it exists unconsumed.
     pub consume: bool,
+    /// For an allow a rail adapter will pay, consumed in this unit: what the payment would
+    /// settle, kept until a receipt closes its outcome, so that an outcome the call's own
+    /// receipt never named (left `unknown`, or the daemon gone mid-call) is receipted later,
+    /// once ([`Store::commit_late_receipt`]).
+    pub awaiting: Option<AwaitedPayment>,
+}
+
+/// A rail payment a decision allows, until a receipt closes its outcome.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AwaitedPayment {
+    /// What it would settle.
+    pub settlement: AwaitedSettlement,
+    /// The daemon run that executes it (see [`LateReceiptCommit::owner`]).
+    pub owner: String,
 }
 
 /// Why a decision was not committed. Nothing of it was recorded.
@@ -153,10 +167,9 @@ pub struct ReceiptCommit {
     pub settlement: BudgetSettlement,
     /// Builds the signed receipt given its log index.
     pub build: EntryBuilder,
-    /// For a rail payment whose outcome this receipt leaves open (the reservation kept): what
-    /// it would settle, so that the outcome reconciliation finds later is receipted, once
-    /// ([`Store::commit_late_receipt`]).
-    pub awaiting: Option<AwaitedSettlement>,
+    /// With [`BudgetSettlement::Keep`]: the receipt leaves a rail payment's outcome open
+    /// (`unknown`), so the decision keeps awaiting it. Any other receipt closes it.
+    pub outcome_open: bool,
 }
 
 /// What a rail payment left open would settle: everything of its receipt's settlement but the
@@ -196,8 +209,9 @@ pub struct LateEntry {
     pub forwarded_at: Option<Timestamp>,
     /// The settlement to name, when money moved.
     pub settlement: Option<Settlement>,
-    /// SHA-256 of the receipt that left the outcome open (the late receipt composes it).
-    pub open_receipt: Digest,
+    /// SHA-256 of the receipt that left the outcome open (the late receipt composes it);
+    /// none when the call was never receipted (its daemon stopped mid-call).
+    pub open_receipt: Option<Digest>,
 }
 
 /// Builds the signed bytes of a late receipt.
@@ -209,6 +223,10 @@ pub struct LateReceiptCommit {
     pub decision_id: String,
     /// How it ended.
     pub outcome: LateOutcome,
+    /// The daemon run asking (unique per start). A payment its own run has not receipted yet
+    /// is still in flight there and is left alone; one another run never receipted was cut
+    /// off mid-call and is receipted now.
+    pub owner: String,
     /// Builds the signed receipt.
     pub build: LateEntryBuilder,
 }
@@ -345,17 +363,18 @@ pub trait Store: Send + Sync + 'static {
     /// atomically. Returns the index and the bytes appended.
     async fn commit_receipt(&self, commit: ReceiptCommit) -> Result<(u64, Vec<u8>), StoreError>;
 
-    /// Receipts how a rail payment whose receipt left it open ended, at most once per decision:
-    /// appends the late receipt and captures (settled) or releases (failed) the reservation, in
-    /// one atomic unit. `Ok(None)` when there is nothing to receipt: the decision's receipt did
-    /// not leave it open, or its late receipt was already committed.
+    /// Receipts how a rail payment whose outcome no receipt has closed ended, at most once per
+    /// decision: appends the late receipt and captures (settled) or releases (failed) the
+    /// reservation, in one atomic unit. `Ok(None)` when there is nothing to receipt: a receipt
+    /// closed the outcome (or this late receipt was committed already), or the payment is still
+    /// in flight in the asking run (`owner`) and not receipted yet.
     async fn commit_late_receipt(
         &self,
         commit: LateReceiptCommit,
     ) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 
-    /// The decisions whose receipt left a rail payment's outcome open and that have no late
-    /// receipt yet, with their rail, in decision id order.
+    /// The decisions of rail payments whose outcome no receipt has closed yet (in flight, left
+    /// `unknown`, or cut off mid-call), with their rail, in decision id order.
     async fn awaiting_outcomes(&self) -> Result<Vec<(String, String)>, StoreError>;
 
     /// Captures a decision's reservations (money moved). Also allowed after a release: money that

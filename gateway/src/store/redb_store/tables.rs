@@ -36,7 +36,7 @@ pub const IDEMPOTENT_RESPONSES: TableDefinition<&str, &[u8]> =
 pub const NONCES: TableDefinition<(&str, &str), u64> = TableDefinition::new("nonces");
 /// (kind, id) → 8-byte big-endian version followed by the body.
 pub const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
-/// Decisions whose receipt left a rail payment's outcome open (`DecisionRecord::awaiting`), by
+/// Decisions of rail payments whose outcome no receipt has closed (`DecisionRecord::awaiting`), by
 /// id, with the rail: what reconciliation must still receipt, without scanning every decision.
 pub const AWAITING_OUTCOMES: TableDefinition<&str, &str> =
     TableDefinition::new("awaiting_outcomes");
@@ -88,7 +88,7 @@ pub struct DecisionRecord {
     pub charges: Vec<StoredCharge>,
     /// Their state.
     pub state: ChargeState,
-    /// A rail payment whose receipt left the outcome open: what it would settle.
+    /// A rail payment whose outcome no receipt has closed yet: what it would settle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting: Option<AwaitingOutcome>,
     /// Log index of the late receipt that closed an open outcome.
@@ -96,13 +96,17 @@ pub struct DecisionRecord {
     pub late_receipt: Option<u64>,
 }
 
-/// An outcome left open by a decision's receipt.
+/// A rail payment's outcome no receipt has closed yet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AwaitingOutcome {
     /// What the payment would settle.
     pub settlement: crate::store::AwaitedSettlement,
-    /// SHA-256 of the receipt that left it open.
-    pub receipt: String,
+    /// The daemon run executing it.
+    #[serde(default)]
+    pub owner: String,
+    /// SHA-256 of the receipt that left it open (`unknown`); none while in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }
 
 /// Reserved and captured amounts.

@@ -473,12 +473,26 @@ impl<'t> Tables<'t> {
                 ChargeState::Reserved
             },
             charges,
-            awaiting: None,
+            // Only a payment that starts now can await its outcome.
+            awaiting: commit
+                .awaiting
+                .filter(|_| commit.consume && decision.outcome == Outcome::Allow)
+                .map(|awaited| AwaitingOutcome {
+                    settlement: awaited.settlement,
+                    owner: awaited.owner,
+                    receipt: None,
+                }),
             late_receipt: None,
         };
         if record.state == ChargeState::Reserved && record.consumed_at.is_none() {
             self.unused
                 .insert((record.expires_at, decision.decision_id.as_str()), ())?;
+        }
+        if let Some(awaiting) = &record.awaiting {
+            self.awaiting.insert(
+                decision.decision_id.as_str(),
+                awaiting.settlement.rail.as_str(),
+            )?;
         }
         self.decisions
             .insert(decision.decision_id.as_str(), encode(&record)?.as_slice())?;
@@ -615,16 +629,18 @@ impl<'t> Tables<'t> {
             BudgetSettlement::Keep => {}
         }
         let appended = self.append(&bytes)?;
-        if let (BudgetSettlement::Keep, Some(settlement)) = (commit.settlement, commit.awaiting) {
-            let mut record = self.load_decision(&commit.decision_id)?.ok_or_else(|| {
-                Internal::Corrupt(format!("decision {} vanished", commit.decision_id))
-            })?;
-            self.awaiting
-                .insert(commit.decision_id.as_str(), settlement.rail.as_str())?;
-            record.awaiting = Some(AwaitingOutcome {
-                settlement,
-                receipt: Digest::of(&bytes).to_string(),
-            });
+        // A payment awaiting its outcome: a receipt that leaves it open names itself as the one
+        // a late receipt will compose; any other receipt closes it.
+        let mut record = self.load_decision(&commit.decision_id)?.ok_or_else(|| {
+            Internal::Corrupt(format!("decision {} vanished", commit.decision_id))
+        })?;
+        if let Some(awaiting) = &mut record.awaiting {
+            if commit.settlement == BudgetSettlement::Keep && commit.outcome_open {
+                awaiting.receipt = Some(Digest::of(&bytes).to_string());
+            } else {
+                record.awaiting = None;
+                self.awaiting.remove(commit.decision_id.as_str())?;
+            }
             self.save_decision(&commit.decision_id, &record)?;
         }
         Ok(Ok(Answer::Receipt(appended, bytes)))
@@ -643,15 +659,24 @@ impl<'t> Tables<'t> {
         let Some(awaiting) = record.awaiting.clone() else {
             return Ok(Ok(Answer::LateReceipt(None)));
         };
+        if awaiting.receipt.is_none() && awaiting.owner == commit.owner {
+            // In flight in the asking run: its own receipt will close it.
+            return Ok(Ok(Answer::LateReceipt(None)));
+        }
         let fingerprint: Digest = record.fingerprint.parse().map_err(|_| {
             Internal::Corrupt(format!("decision {}: bad fingerprint", commit.decision_id))
         })?;
-        let open_receipt: Digest = awaiting.receipt.parse().map_err(|_| {
-            Internal::Corrupt(format!(
-                "decision {}: bad receipt digest",
-                commit.decision_id
-            ))
-        })?;
+        let open_receipt: Option<Digest> = awaiting
+            .receipt
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| {
+                Internal::Corrupt(format!(
+                    "decision {}: bad receipt digest",
+                    commit.decision_id
+                ))
+            })?;
         let forwarded_at = record
             .consumed_at
             .and_then(|millis| Timestamp::from_unix_millis(millis).ok());
