@@ -526,13 +526,7 @@ fn after_a_restart_trustos_payments_receipts_the_late_outcome() {
 /// composing nothing (there was no earlier receipt).
 #[test]
 fn a_transfer_cut_off_by_a_crash_is_receipted_after_the_restart() {
-    let lane = Lane::start_emulating(
-        "circle-crash",
-        &profile("1000000").toml(),
-        "",
-        false,
-        false,
-    );
+    let lane = Lane::start_emulating("circle-crash", &profile("1000000").toml(), "", false, false);
     let addr = lane.server.addr().to_owned();
     let bearer = format!("Bearer {TOKEN}");
     let asked = body(PAYEE, "4500").to_string();
