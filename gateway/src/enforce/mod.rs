@@ -24,7 +24,7 @@ pub mod inventory;
 pub mod pay;
 pub mod pins;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -310,6 +310,9 @@ pub fn now() -> Result<Timestamp, EnforceError> {
         .ok_or_else(|| EnforceError::Internal("system clock out of range".into()))
 }
 
+/// How many resolved holds' verdicts are kept for relays that start waiting late.
+const RESOLVED_HOLDS_KEPT: usize = 256;
+
 /// An id for this run of the daemon: random, or the process id and start time when the system
 /// has no randomness to give (unique either way for one machine's store).
 fn run_id() -> String {
@@ -391,6 +394,10 @@ pub struct Enforcer {
     settings: Settings,
     pins: Pins,
     holds: Mutex<HashMap<String, Hold>>,
+    /// Verdicts of holds an approval resolved, newest last (at most [`RESOLVED_HOLDS_KEPT`]):
+    /// a relay whose wait starts only after the resolution (a host that answered an
+    /// elicitation at once) takes its verdict here, once, instead of finding no hold.
+    resolved_holds: Mutex<VecDeque<(String, Verdict)>>,
     forwarded: Mutex<HashMap<String, Digest>>,
     /// This run of the daemon (unique per start): the rail payments it starts are its own
     /// until receipted (see `LateReceiptCommit::owner`).
@@ -426,6 +433,7 @@ impl Enforcer {
             approvers,
             settings,
             holds: Mutex::new(HashMap::new()),
+            resolved_holds: Mutex::new(VecDeque::new()),
             forwarded: Mutex::new(HashMap::new()),
             run_id: run_id(),
             generation: watch::Sender::new(1),
@@ -877,7 +885,16 @@ impl Enforcer {
         let (mut receiver, deadline) = {
             let holds = lock(&self.holds);
             let Some(hold) = holds.get(decision_id) else {
-                return Ok(Verdict::refuse(None, &["HOLD_UNKNOWN"]));
+                drop(holds);
+                let mut resolved = lock(&self.resolved_holds);
+                return Ok(
+                    match resolved.iter().position(|(id, _)| id == decision_id) {
+                        Some(at) => resolved
+                            .remove(at)
+                            .map_or_else(|| Verdict::refuse(None, &["HOLD_UNKNOWN"]), |(_, v)| v),
+                        None => Verdict::refuse(None, &["HOLD_UNKNOWN"]),
+                    },
+                );
             };
             (hold.resolved.subscribe(), hold.deadline)
         };
@@ -1054,6 +1071,13 @@ impl Enforcer {
             Some(names) => self.decide_approved(&hold, &names).await?,
         };
         hold.resolved.send_replace(Some(verdict.clone()));
+        {
+            let mut resolved = lock(&self.resolved_holds);
+            if resolved.len() >= RESOLVED_HOLDS_KEPT {
+                resolved.pop_front();
+            }
+            resolved.push_back((approval.0.clone(), verdict.clone()));
+        }
         Ok(ApprovalOutcome::Resolved { verdict })
     }
 
