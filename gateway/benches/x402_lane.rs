@@ -970,7 +970,6 @@ async fn side_sample(
             Some(result_digest()?),
             started_at,
             Some(settled),
-            false,
         )
         .await
         .map_err(|err| e(&err))?;

@@ -889,8 +889,6 @@ impl Enforcer {
             "txHash": seen.as_ref().and_then(|s| s.tx_hash.as_deref()),
         });
         let result_digest = Digest::of_canonical_value(&digest_input).ok();
-        // Left open: a late webhook or reconciliation receipts the outcome.
-        let outcome_open = status == TransferStatus::Unknown;
         let receipt = self
             .record_and_receipt(
                 &payer.adapter,
@@ -899,7 +897,7 @@ impl Enforcer {
                 end,
                 result_digest,
                 started_at,
-                (settlement.clone(), outcome_open),
+                settlement.clone(),
             )
             .await?;
         tracing::info!(%decision_id, ?status, state = ?state, "Circle transfer concluded");

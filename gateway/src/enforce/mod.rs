@@ -1155,13 +1155,13 @@ impl Enforcer {
         result_digest: Option<Digest>,
         started_at: Timestamp,
     ) -> Result<IssuedReceipt, EnforceError> {
-        self.finish_paid(decision_id, end, result_digest, started_at, None, false)
+        self.finish_paid(decision_id, end, result_digest, started_at, None)
             .await
     }
 
     /// [`Enforcer::finish`] for a call a rail adapter paid: the receipt names the rail's
-    /// reference when money moved. `outcome_open`: the receipt leaves the payment's outcome
-    /// open (`unknown`, the reservation kept), so reconciliation receipts it later
+    /// reference when money moved. An `unknown` receipt leaves a rail payment's outcome open
+    /// (the reservation kept), so reconciliation receipts it later
     /// ([`Enforcer::receipt_late_outcome`]); any other receipt closes it.
     pub async fn finish_paid(
         &self,
@@ -1170,7 +1170,6 @@ impl Enforcer {
         result_digest: Option<Digest>,
         started_at: Timestamp,
         settlement: Option<Settlement>,
-        outcome_open: bool,
     ) -> Result<IssuedReceipt, EnforceError> {
         let (status, budget) = match end {
             CallEnd::Completed => (ExecutionStatus::Completed, BudgetSettlement::Capture),
@@ -1212,7 +1211,7 @@ impl Enforcer {
                 decision_id: decision_id.to_owned(),
                 settlement: budget,
                 build,
-                outcome_open,
+                outcome_open: end == CallEnd::Unknown,
             })
             .await?;
         Ok(IssuedReceipt {

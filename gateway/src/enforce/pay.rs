@@ -469,16 +469,13 @@ impl Enforcer {
         };
         let end = match &outcome {
             PaidOutcome::Settled { .. } => CallEnd::Completed,
-            // A signed authorization can still settle until validBefore: keep the budget.
+            // A signed authorization can still settle until validBefore: keep the budget. Its
+            // `failed` receipt closes the outcome (only `unknown` awaits a late receipt).
             PaidOutcome::Failed { .. } => CallEnd::ToolError,
             // Served without a readable settlement: the spend is counted.
             PaidOutcome::Unknown { .. } if served => CallEnd::Completed,
             PaidOutcome::Unknown { .. } => CallEnd::Unknown,
         };
-        // Left open: the chain tells later, and that outcome gets its own receipt. (A failure
-        // the facilitator reported is recorded failed and keeps its reservation, as before: its
-        // receipt already says `failed`, and the ledger does not reconcile failed attempts.)
-        let outcome_open = end == CallEnd::Unknown;
         let receipt = self
             .record_and_receipt(
                 &payer.adapter,
@@ -487,7 +484,7 @@ impl Enforcer {
                 end,
                 result_digest,
                 started_at,
-                (settlement.clone(), outcome_open),
+                settlement.clone(),
             )
             .await?;
         tracing::info!(%decision_id, ?outcome, "x402 payment concluded");
@@ -663,7 +660,7 @@ impl Enforcer {
     /// update and the receipt are independent writes: submitted together, the store's group
     /// commit makes them durable in one sync. A ledger failure is logged (the receipt still
     /// says what happened; reconciliation finds the attempt). `settlement`: what the receipt
-    /// names when money moved; `outcome_open`: the receipt leaves the outcome open (see
+    /// names when money moved; an `unknown` end leaves the outcome open (see
     /// [`Enforcer::finish_paid`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn record_and_receipt<A: Adapter>(
@@ -674,18 +671,11 @@ impl Enforcer {
         end: CallEnd,
         result_digest: Option<Digest>,
         started_at: Timestamp,
-        (settlement, outcome_open): (Option<Settlement>, bool),
+        settlement: Option<Settlement>,
     ) -> Result<IssuedReceipt, EnforceError> {
         let (recorded, receipt) = tokio::join!(
             adapter.report(&**self.store(), decision_id, report),
-            self.finish_paid(
-                decision_id,
-                end,
-                result_digest,
-                started_at,
-                settlement,
-                outcome_open
-            )
+            self.finish_paid(decision_id, end, result_digest, started_at, settlement)
         );
         if let Err(err) = recorded {
             tracing::error!(

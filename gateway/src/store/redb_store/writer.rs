@@ -630,7 +630,11 @@ impl<'t> Tables<'t> {
         }
         let appended = self.append(&bytes)?;
         // A payment awaiting its outcome: a receipt that leaves it open names itself as the one
-        // a late receipt will compose; any other receipt closes it.
+        // a late receipt will compose; any other receipt closes it. (Read again only then:
+        // settling above may have rewritten the record.)
+        if record.awaiting.is_none() {
+            return Ok(Ok(Answer::Receipt(appended, bytes)));
+        }
         let mut record = self.load_decision(&commit.decision_id)?.ok_or_else(|| {
             Internal::Corrupt(format!("decision {} vanished", commit.decision_id))
         })?;
