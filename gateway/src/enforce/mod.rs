@@ -313,6 +313,9 @@ pub fn now() -> Result<Timestamp, EnforceError> {
 /// How many resolved holds' verdicts are kept for relays that start waiting late.
 const RESOLVED_HOLDS_KEPT: usize = 256;
 
+/// How long a waiter waits for a hold another resolver took (one durable write, normally).
+const HOLD_RESOLUTION_WAIT: Duration = Duration::from_secs(30);
+
 /// An id for this run of the daemon: random, or the process id and start time when the system
 /// has no randomness to give (unique either way for one machine's store).
 fn run_id() -> String {
@@ -375,6 +378,18 @@ struct Hold {
     deadline: Timestamp,
 }
 
+/// A hold as the enforcer keeps it.
+///
+/// A hold being resolved (its deny or approved decision is being written) stays in the map
+/// until its verdict is published, so a relay that starts waiting meanwhile subscribes to the
+/// verdict instead of finding no hold; and no second resolver can take it.
+enum HoldSlot {
+    /// Waiting for approvals, a cancel or its deadline.
+    Open(Box<Hold>),
+    /// Taken by one resolver; the verdict follows on this channel.
+    Resolving(watch::Sender<Option<Verdict>>),
+}
+
 /// Settings of an enforcer.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -393,10 +408,10 @@ pub struct Enforcer {
     approvers: BTreeMap<String, PublicKey>,
     settings: Settings,
     pins: Pins,
-    holds: Mutex<HashMap<String, Hold>>,
-    /// Verdicts of holds an approval resolved, newest last (at most [`RESOLVED_HOLDS_KEPT`]):
-    /// a relay whose wait starts only after the resolution (a host that answered an
-    /// elicitation at once) takes its verdict here, once, instead of finding no hold.
+    holds: Mutex<HashMap<String, HoldSlot>>,
+    /// Verdicts of resolved holds, newest last (at most [`RESOLVED_HOLDS_KEPT`]): a relay
+    /// whose wait starts only after the resolution (a host that answered an elicitation at
+    /// once) takes its verdict here, once, instead of finding no hold.
     resolved_holds: Mutex<VecDeque<(String, Verdict)>>,
     forwarded: Mutex<HashMap<String, Digest>>,
     /// This run of the daemon (unique per start): the rail payments it starts are its own
@@ -860,7 +875,7 @@ impl Enforcer {
         let (resolved, _) = watch::channel(None);
         lock(&self.holds).insert(
             decision.decision_id.clone(),
-            Hold {
+            HoldSlot::Open(Box::new(Hold {
                 call,
                 fingerprint: decision.fingerprint,
                 approvers: approvers.clone(),
@@ -868,7 +883,7 @@ impl Enforcer {
                 approvals: BTreeSet::new(),
                 resolved,
                 deadline,
-            },
+            })),
         );
         Ok(Verdict::Hold {
             decision_id: decision.decision_id,
@@ -884,49 +899,93 @@ impl Enforcer {
     pub async fn await_hold(&self, decision_id: &str) -> Result<Verdict, EnforceError> {
         let (mut receiver, deadline) = {
             let holds = lock(&self.holds);
-            let Some(hold) = holds.get(decision_id) else {
-                drop(holds);
-                let mut resolved = lock(&self.resolved_holds);
-                return Ok(
-                    match resolved.iter().position(|(id, _)| id == decision_id) {
-                        Some(at) => resolved
-                            .remove(at)
-                            .map_or_else(|| Verdict::refuse(None, &["HOLD_UNKNOWN"]), |(_, v)| v),
-                        None => Verdict::refuse(None, &["HOLD_UNKNOWN"]),
-                    },
-                );
-            };
-            (hold.resolved.subscribe(), hold.deadline)
+            match holds.get(decision_id) {
+                Some(HoldSlot::Open(hold)) => (hold.resolved.subscribe(), Some(hold.deadline)),
+                Some(HoldSlot::Resolving(verdict)) => (verdict.subscribe(), None),
+                None => {
+                    drop(holds);
+                    return Ok(self.take_resolved(decision_id));
+                }
+            }
         };
-        let wait = deadline.unix_millis().saturating_sub(now()?.unix_millis());
-        if let Some(verdict) = settled_within(&mut receiver, Duration::from_millis(wait)).await {
-            return Ok(verdict);
-        }
-        // Timed out (or the hold vanished): a signed, logged deny, once.
-        let hold = lock(&self.holds).remove(decision_id);
-        match hold {
-            Some(hold) => {
+        if let Some(deadline) = deadline {
+            let wait = deadline.unix_millis().saturating_sub(now()?.unix_millis());
+            if let Some(verdict) = settled_within(&mut receiver, Duration::from_millis(wait)).await
+            {
+                return Ok(verdict);
+            }
+            // Timed out: a signed, logged deny, once.
+            if let Some(hold) = self.take_for_resolution(decision_id) {
                 let verdict = self
                     .refuse_logged(&hold.call, &self.profile(), Risk::High, "APPROVAL_TIMEOUT")
-                    .await?;
-                hold.resolved.send_replace(Some(verdict.clone()));
-                Ok(verdict)
+                    .await;
+                return self.conclude_hold(decision_id, &hold, verdict);
             }
-            // An approval is resolving it right now: its verdict follows at once.
-            None => Ok(settled_within(&mut receiver, Duration::from_secs(30))
-                .await
-                .unwrap_or_else(|| Verdict::refuse(None, &["APPROVAL_TIMEOUT"]))),
         }
+        // Another resolver took it: its verdict follows after one durable write.
+        Ok(settled_within(&mut receiver, HOLD_RESOLUTION_WAIT)
+            .await
+            .unwrap_or_else(|| Verdict::refuse(None, &["APPROVAL_TIMEOUT"])))
+    }
+
+    /// The verdict of a hold resolved before its waiter arrived, taken once; else
+    /// `HOLD_UNKNOWN`.
+    fn take_resolved(&self, decision_id: &str) -> Verdict {
+        let mut resolved = lock(&self.resolved_holds);
+        resolved
+            .iter()
+            .position(|(id, _)| id == decision_id)
+            .and_then(|at| resolved.remove(at))
+            .map_or_else(|| Verdict::refuse(None, &["HOLD_UNKNOWN"]), |(_, v)| v)
+    }
+
+    /// Takes an open hold for resolution: waiters keep finding it (see [`HoldSlot`]) and no
+    /// other resolver can take it. `None` when it is unknown or already being resolved.
+    fn take_for_resolution(&self, decision_id: &str) -> Option<Box<Hold>> {
+        let mut holds = lock(&self.holds);
+        let slot = holds.get_mut(decision_id)?;
+        let HoldSlot::Open(hold) = slot else {
+            return None;
+        };
+        let verdict = hold.resolved.clone();
+        match std::mem::replace(slot, HoldSlot::Resolving(verdict)) {
+            HoldSlot::Open(hold) => Some(hold),
+            HoldSlot::Resolving(_) => None,
+        }
+    }
+
+    /// Publishes a taken hold's verdict to every waiter, keeps it for late ones, then drops
+    /// the hold. A resolution that failed (the store refused the write) is published as
+    /// `GATEWAY_UNAVAILABLE`, so no waiter hangs and nothing runs.
+    fn conclude_hold(
+        &self,
+        decision_id: &str,
+        hold: &Hold,
+        verdict: Result<Verdict, EnforceError>,
+    ) -> Result<Verdict, EnforceError> {
+        let published = verdict.as_ref().map_or_else(
+            |_| Verdict::refuse(None, &["GATEWAY_UNAVAILABLE"]),
+            Clone::clone,
+        );
+        hold.resolved.send_replace(Some(published.clone()));
+        {
+            let mut resolved = lock(&self.resolved_holds);
+            if resolved.len() >= RESOLVED_HOLDS_KEPT {
+                resolved.pop_front();
+            }
+            resolved.push_back((decision_id.to_owned(), published));
+        }
+        lock(&self.holds).remove(decision_id);
+        verdict
     }
 
     /// Drops a held call the host cancelled: a signed, logged deny; approvals find nothing.
     pub async fn cancel_hold(&self, decision_id: &str) -> Result<(), EnforceError> {
-        let hold = lock(&self.holds).remove(decision_id);
-        if let Some(hold) = hold {
+        if let Some(hold) = self.take_for_resolution(decision_id) {
             let verdict = self
                 .refuse_logged(&hold.call, &self.profile(), Risk::High, "HOLD_CANCELLED")
-                .await?;
-            hold.resolved.send_replace(Some(verdict));
+                .await;
+            self.conclude_hold(decision_id, &hold, verdict)?;
         }
         Ok(())
     }
@@ -936,6 +995,10 @@ impl Enforcer {
         let holds = lock(&self.holds);
         let mut held: Vec<HeldCall> = holds
             .iter()
+            .filter_map(|(id, slot)| match slot {
+                HoldSlot::Open(hold) => Some((id, hold)),
+                HoldSlot::Resolving(_) => None,
+            })
             .map(|(id, hold)| HeldCall {
                 decision_id: id.clone(),
                 fingerprint: hold.fingerprint,
@@ -1023,11 +1086,17 @@ impl Enforcer {
         let approval = (decision_id.to_owned(), verdict);
         let reached = {
             let mut holds = lock(&self.holds);
-            let Some(hold) = holds.get_mut(&approval.0) else {
-                return refused(
-                    "HOLD_UNKNOWN",
-                    format!("no call is held under {}", approval.0),
-                );
+            let hold = match holds.get_mut(&approval.0) {
+                Some(HoldSlot::Open(hold)) => hold,
+                Some(HoldSlot::Resolving(_)) => {
+                    return refused("HOLD_UNKNOWN", "the hold was resolved meanwhile".into());
+                }
+                None => {
+                    return refused(
+                        "HOLD_UNKNOWN",
+                        format!("no call is held under {}", approval.0),
+                    );
+                }
             };
             if fingerprint.is_some_and(|fingerprint| *fingerprint != hold.fingerprint) {
                 return refused(
@@ -1060,24 +1129,17 @@ impl Enforcer {
                 Some(hold.approvals.iter().cloned().collect::<Vec<_>>())
             }
         };
-        let Some(hold) = lock(&self.holds).remove(&approval.0) else {
+        let Some(hold) = self.take_for_resolution(&approval.0) else {
             return refused("HOLD_UNKNOWN", "the hold was resolved meanwhile".into());
         };
         let verdict = match reached {
             None => {
                 self.refuse_logged(&hold.call, &self.profile(), Risk::High, "APPROVAL_REJECTED")
-                    .await?
+                    .await
             }
-            Some(names) => self.decide_approved(&hold, &names).await?,
+            Some(names) => self.decide_approved(&hold, &names).await,
         };
-        hold.resolved.send_replace(Some(verdict.clone()));
-        {
-            let mut resolved = lock(&self.resolved_holds);
-            if resolved.len() >= RESOLVED_HOLDS_KEPT {
-                resolved.pop_front();
-            }
-            resolved.push_back((approval.0.clone(), verdict.clone()));
-        }
+        let verdict = self.conclude_hold(&approval.0, &hold, verdict)?;
         Ok(ApprovalOutcome::Resolved { verdict })
     }
 
