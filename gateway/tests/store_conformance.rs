@@ -441,7 +441,7 @@ async fn paying<S: Store>(store: &S, id: &str, budget_key: &str, now: Timestamp)
 fn late(decision_id: &str, outcome: LateOutcome, owner: &str, now: Timestamp) -> LateReceiptCommit {
     let status = match outcome {
         LateOutcome::Settled { .. } => ExecutionStatus::Completed,
-        LateOutcome::Failed => ExecutionStatus::Failed,
+        LateOutcome::Failed | LateOutcome::Abandoned => ExecutionStatus::Failed,
     };
     LateReceiptCommit {
         decision_id: decision_id.into(),
@@ -583,6 +583,39 @@ async fn check_late_receipts<S: Store>(store: Arc<S>) {
             reserved: 0,
             captured: 30
         }
+    );
+
+    // Abandoned (the run ended before it asked the rail): never for a payment in flight in
+    // the asking run, never after a receipt left the outcome open (the rail was asked); a
+    // payment another run never receipted is receipted `failed`, composing nothing, with its
+    // reservation released.
+    paying(&*store, "late-abandoned", "agent:late-a", now).await;
+    let size = store.log_size().await.unwrap();
+    for (id, owner) in [("late-abandoned", RUN_A), ("late-settled", RUN_B)] {
+        let refused = store
+            .commit_late_receipt(late(id, LateOutcome::Abandoned, owner, later))
+            .await
+            .unwrap();
+        assert!(refused.is_none(), "{id} by {owner}");
+    }
+    assert_eq!(store.log_size().await.unwrap(), size);
+    assert_eq!(usage("agent:late-a").await.reserved, 30);
+    let (_, bytes) = store
+        .commit_late_receipt(late("late-abandoned", LateOutcome::Abandoned, RUN_B, later))
+        .await
+        .unwrap()
+        .unwrap();
+    let receipt = verifier
+        .verify_receipt(std::str::from_utf8(&bytes).unwrap())
+        .unwrap()
+        .receipt;
+    assert_eq!(receipt.status, ExecutionStatus::Failed);
+    assert!(receipt.settlement.is_none());
+    assert!(receipt.composes.is_empty());
+    assert_eq!(usage("agent:late-a").await, BudgetUsage::default());
+    assert_eq!(
+        store.awaiting_outcomes().await.unwrap(),
+        pending(&["late-failed", "late-settled"])
     );
 
     // A builder failure appends nothing and settles nothing: the outcome stays open.

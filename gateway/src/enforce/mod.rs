@@ -1299,7 +1299,7 @@ impl Enforcer {
         let decision = decision_id.to_owned();
         let status = match outcome {
             LateOutcome::Settled { .. } => ExecutionStatus::Completed,
-            LateOutcome::Failed => ExecutionStatus::Failed,
+            LateOutcome::Failed | LateOutcome::Abandoned => ExecutionStatus::Failed,
         };
         let build: crate::store::LateEntryBuilder = Box::new(move |entry| {
             let receipt = Receipt {

@@ -630,7 +630,9 @@ impl Enforcer {
 
     /// Receipts every payment left open whose attempt the ledger now records concluded but
     /// that has no late receipt yet: one whose outcome was recorded by a process that stopped
-    /// before receipting it, or whose late receipt failed. Failures are logged.
+    /// before receipting it, or whose late receipt failed. A payment whose run ended before it
+    /// recorded any attempt never reached the rail: it is receipted `failed` and its
+    /// reservation released ([`LateOutcome::Abandoned`]). Failures are logged.
     pub async fn receipt_awaited_outcomes(&self) {
         let awaiting = match self.store().awaiting_outcomes().await {
             Ok(awaiting) => awaiting,
@@ -648,7 +650,16 @@ impl Enforcer {
             .await
             {
                 Ok(Some(record)) => self.receipt_concluded(&record).await,
-                Ok(None) => {}
+                // The attempt is recorded before the rail is asked: none means nothing was
+                // sent. The store refuses this for a payment of this run still in flight.
+                Ok(None) => {
+                    if let Err(err) = self
+                        .receipt_late_outcome(&decision_id, LateOutcome::Abandoned, None)
+                        .await
+                    {
+                        tracing::error!(%decision_id, error = %err, "could not receipt an abandoned payment");
+                    }
+                }
                 Err(err) => {
                     tracing::warn!(%decision_id, error = %err, "could not read a payment attempt");
                 }

@@ -196,6 +196,10 @@ pub enum LateOutcome {
     },
     /// Nothing moved, and nothing will.
     Failed,
+    /// The run that owned the payment ended before it recorded an attempt with the rail, so
+    /// nothing was ever sent: nothing moved, and nothing will. Accepted only for a payment
+    /// never receipted, owned by another run (one that is over: a store has one owner).
+    Abandoned,
 }
 
 /// What the builder of a late receipt is given by the store, from the decision's record.

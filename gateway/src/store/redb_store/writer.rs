@@ -667,6 +667,11 @@ impl<'t> Tables<'t> {
             // In flight in the asking run: its own receipt will close it.
             return Ok(Ok(Answer::LateReceipt(None)));
         }
+        if commit.outcome == LateOutcome::Abandoned && awaiting.receipt.is_some() {
+            // A receipt left the outcome open: the rail was asked, so only the rail's answer
+            // closes it.
+            return Ok(Ok(Answer::LateReceipt(None)));
+        }
         let fingerprint: Digest = record.fingerprint.parse().map_err(|_| {
             Internal::Corrupt(format!("decision {}: bad fingerprint", commit.decision_id))
         })?;
@@ -695,7 +700,7 @@ impl<'t> Tables<'t> {
                 }),
                 true,
             ),
-            LateOutcome::Failed => (None, false),
+            LateOutcome::Failed | LateOutcome::Abandoned => (None, false),
         };
         let index = self.log_size;
         let entry = LateEntry {
