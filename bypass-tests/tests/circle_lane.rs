@@ -14,7 +14,8 @@
 //!   receipt for the decision: `completed`, naming the Circle transaction, composing the
 //!   `unknown` one, provable and verifiable offline; a transfer left `unknown` that Circle
 //!   later fails gets a late `failed` receipt and its budget back; without webhooks, across a
-//!   restart, `trustos payments` receipts the late outcome once; a lost creation answer
+//!   restart, `trustos payments` receipts the late outcome once; with nobody running it, the
+//!   daemon asks Circle itself every `reconcile_interval_seconds`; a lost creation answer
 //!   (`TimeoutAfterCreate`) still makes one transfer only;
 //! - webhooks: a forged signature and an unknown key id are refused (401) and change nothing; a
 //!   replayed notification is acknowledged and not processed twice;
@@ -249,6 +250,20 @@ impl Lane {
     /// Stops the daemon and starts it again on the same home and address.
     fn restart(self) -> Self {
         self.restart_after(|_| {})
+    }
+
+    /// Sets `[gateway] reconcile_interval_seconds` (from whatever it was) and restarts.
+    fn reconciling_every(self, seconds: u64) -> Self {
+        let path = self.home.join("gateway.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        let (before, rest) = config.split_once("reconcile_interval_seconds = ").unwrap();
+        let (_, after) = rest.split_once('\n').unwrap();
+        std::fs::write(
+            &path,
+            format!("{before}reconcile_interval_seconds = {seconds}\n{after}"),
+        )
+        .unwrap();
+        self.restart()
     }
 
     /// Stops the daemon, first doing `stop` to it (`Listening::kill`: a crash), and starts it
@@ -602,6 +617,61 @@ fn a_late_failure_is_receipted_and_releases_the_budget() {
     );
     lane.emulator.flush_webhooks();
     let fits = lane.transfer_driven(OTHER, "3000");
+    assert_eq!(fits.status, 200, "released: {}", fits.json());
+    assert_eq!(lane.emulator.transfers().len(), 2);
+
+    let unknown_jws = answer["receipt"].as_str().unwrap().to_owned();
+    let receipts = lane.stop_and_read_receipts(answer["decisionId"].as_str().unwrap());
+    assert_eq!(receipts.len(), 2, "{receipts:?}");
+    let late = &receipts[1].2;
+    assert_eq!(late["status"], "failed", "{late}");
+    assert!(late.get("settlement").is_none_or(Value::is_null), "{late}");
+    assert_eq!(late["composes"], json!([digest_of(&unknown_jws)]));
+}
+
+/// Without webhooks and with nobody running `trustos payments`: the daemon asks Circle about
+/// the transfer left `unknown` every `reconcile_interval_seconds`, and the late failure it
+/// learns gives the agent its budget back. With the interval at 0 (off), the reservation stays
+/// however long one waits; at 1, a transfer refused over budget passes a moment later, and the
+/// log holds the late `failed` receipt.
+#[test]
+fn the_daemon_asks_circle_itself_and_a_late_failure_releases_the_budget() {
+    const OTHER: &str = "0x5555555555555555555555555555555555555555";
+    let lane = Lane::start_emulating(
+        "circle-reconcile",
+        &profile("5000").toml(),
+        "",
+        false,
+        false,
+    );
+    let lane = lane.reconciling_every(0);
+    let reply = lane.transfer(FAILING, "3000");
+    assert_eq!(reply.status, 504, "{}", reply.json());
+    let answer = reply.json();
+    assert_eq!(answer["status"], "unknown");
+    let id = answer["transactionId"].as_str().unwrap();
+    assert_eq!(
+        lane.emulator.advance_to(id, TransactionState::Failed),
+        Some(TransactionState::Failed)
+    );
+
+    // Another payee: no in-doubt check asks Circle on the agent's behalf; only the budget
+    // decides. With reconciliation off, nothing frees it.
+    std::thread::sleep(Duration::from_secs(3));
+    let over = lane.transfer_driven(OTHER, "3000");
+    assert_eq!(over.status, 403, "{}", over.json());
+    assert_eq!(over.codes(), ["BUDGET_DAILY_EXCEEDED"]);
+
+    let lane = lane.reconciling_every(1);
+    let deadline = Instant::now() + TIMEOUT;
+    let fits = loop {
+        let attempt = lane.transfer_driven(OTHER, "3000");
+        if attempt.status != 403 || Instant::now() > deadline {
+            break attempt;
+        }
+        assert_eq!(attempt.codes(), ["BUDGET_DAILY_EXCEEDED"]);
+        std::thread::sleep(Duration::from_millis(250));
+    };
     assert_eq!(fits.status, 200, "released: {}", fits.json());
     assert_eq!(lane.emulator.transfers().len(), 2);
 

@@ -324,6 +324,10 @@ pub struct Settings {
     /// Ask the host's user through MCP elicitation when a call needs one approval.
     #[serde(default = "default_true")]
     pub elicitation: bool,
+    /// How often the daemon asks the rails (Circle, the chain) about payments whose outcome
+    /// is open and receipts what it learns, as `trustos payments` does; 0 turns it off.
+    #[serde(default = "default_reconcile_interval")]
+    pub reconcile_interval_seconds: u64,
 }
 
 impl Default for Settings {
@@ -338,6 +342,7 @@ impl Default for Settings {
             call_timeout_seconds: default_call_timeout(),
             allowed_origins: default_origins(),
             elicitation: true,
+            reconcile_interval_seconds: default_reconcile_interval(),
         }
     }
 }
@@ -356,6 +361,9 @@ fn default_decision_ttl() -> u64 {
 }
 fn default_hold_timeout() -> u64 {
     300
+}
+fn default_reconcile_interval() -> u64 {
+    60
 }
 fn default_call_timeout() -> u64 {
     // Longer than the default hold: a held call resolves (or times out into a deny) first.

@@ -138,7 +138,7 @@ fn write_new(path: &Path, text: &str, report: &mut Initialized) -> Result<(), Ho
 /// The `gateway.toml` that `trustos init` writes.
 fn starter_config() -> String {
     "# Trust OS gateway configuration. Paths are relative to this directory.\n\
-     # `trustos serve` reads it at start; `trustos serve --help` explains each setting.\n\n\
+     # `trustos serve` reads it at start (restart the daemon after editing it).\n\n\
      [gateway]\n\
      profile = \"profiles/default/profile.toml\"\n\
      # Tenant and agent of calls through `trustos mcp` (override per host with --agent).\n\
@@ -147,7 +147,9 @@ fn starter_config() -> String {
      # Serve /mcp/NAME over Streamable HTTP for hosts that speak HTTP:\n\
      # listen = \"127.0.0.1:8790\"\n\
      decision_ttl_seconds = 60\n\
-     hold_timeout_seconds = 300\n\n\
+     hold_timeout_seconds = 300\n\
+     # How often the daemon asks Circle and the chain how payments left `unknown` ended (0: off).\n\
+     reconcile_interval_seconds = 60\n\n\
      # Operators who may approve held calls, by the names the profile's [challenge] lists.\n\
      [approvers]\n\
      operator = \"operator/gateway.jwk.json\"\n\n\

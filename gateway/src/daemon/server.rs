@@ -176,6 +176,10 @@ pub async fn run(home: &Home, listen: Option<String>) -> Result<(), DaemonError>
         initial,
     ));
     let expire = tokio::spawn(release_expired(Arc::clone(&daemon.enforcer)));
+    let reconcile = tokio::spawn(reconcile_periodically(
+        Arc::clone(&daemon.enforcer),
+        daemon.config.gateway.reconcile_interval_seconds,
+    ));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tracing::info!(
@@ -214,6 +218,7 @@ pub async fn run(home: &Home, listen: Option<String>) -> Result<(), DaemonError>
     }
     reload.abort();
     expire.abort();
+    reconcile.abort();
     if let Some(task) = http {
         task.abort();
     }
@@ -273,6 +278,22 @@ async fn release_expired(enforcer: Arc<Enforcer>) {
         {
             tracing::warn!(%err, "releasing expired reservations failed");
         }
+    }
+}
+
+/// Asks the rails about payments whose outcome is open, every `interval_seconds` (the first
+/// time one interval after the start), and receipts what it learns. Each round is bounded
+/// (see [`Enforcer::reconcile_payments`]); 0 turns it off.
+async fn reconcile_periodically(enforcer: Arc<Enforcer>, interval_seconds: u64) {
+    if interval_seconds == 0 {
+        return;
+    }
+    let every = Duration::from_secs(interval_seconds);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        enforcer.reconcile_payments().await;
     }
 }
 
