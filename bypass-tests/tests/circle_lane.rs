@@ -287,6 +287,19 @@ impl Lane {
         }
     }
 
+    /// Stops the daemon and checks the log for the call `answer` answered `unknown`: its
+    /// receipt, then a late `failed` one naming no settlement and composing it.
+    fn stop_and_check_late_failure(self, answer: &Value) {
+        let unknown_jws = answer["receipt"].as_str().unwrap().to_owned();
+        let receipts = self.stop_and_read_receipts(answer["decisionId"].as_str().unwrap());
+        assert_eq!(receipts.len(), 2, "{receipts:?}");
+        assert_eq!(receipts[0].1, unknown_jws);
+        let late = &receipts[1].2;
+        assert_eq!(late["status"], "failed", "{late}");
+        assert!(late.get("settlement").is_none_or(Value::is_null), "{late}");
+        assert_eq!(late["composes"], json!([digest_of(&unknown_jws)]));
+    }
+
     /// Stops the daemon (the log commands open the store themselves) and returns the receipts
     /// in the log for `decision_id`: each entry's index, compact JWS and payload, in log order.
     /// Every bundle `trustos log prove` hands out is verified offline with `trustos verify`.
@@ -620,13 +633,7 @@ fn a_late_failure_is_receipted_and_releases_the_budget() {
     assert_eq!(fits.status, 200, "released: {}", fits.json());
     assert_eq!(lane.emulator.transfers().len(), 2);
 
-    let unknown_jws = answer["receipt"].as_str().unwrap().to_owned();
-    let receipts = lane.stop_and_read_receipts(answer["decisionId"].as_str().unwrap());
-    assert_eq!(receipts.len(), 2, "{receipts:?}");
-    let late = &receipts[1].2;
-    assert_eq!(late["status"], "failed", "{late}");
-    assert!(late.get("settlement").is_none_or(Value::is_null), "{late}");
-    assert_eq!(late["composes"], json!([digest_of(&unknown_jws)]));
+    lane.stop_and_check_late_failure(&answer);
 }
 
 /// Without webhooks and with nobody running `trustos payments`: the daemon asks Circle about
@@ -675,13 +682,7 @@ fn the_daemon_asks_circle_itself_and_a_late_failure_releases_the_budget() {
     assert_eq!(fits.status, 200, "released: {}", fits.json());
     assert_eq!(lane.emulator.transfers().len(), 2);
 
-    let unknown_jws = answer["receipt"].as_str().unwrap().to_owned();
-    let receipts = lane.stop_and_read_receipts(answer["decisionId"].as_str().unwrap());
-    assert_eq!(receipts.len(), 2, "{receipts:?}");
-    let late = &receipts[1].2;
-    assert_eq!(late["status"], "failed", "{late}");
-    assert!(late.get("settlement").is_none_or(Value::is_null), "{late}");
-    assert_eq!(late["composes"], json!([digest_of(&unknown_jws)]));
+    lane.stop_and_check_late_failure(&answer);
 }
 
 #[test]
