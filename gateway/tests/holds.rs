@@ -121,6 +121,20 @@ async fn held(enforcer: &Enforcer) -> String {
     }
 }
 
+/// Spawns a resolver and polls it until it waits for its decision's durable write: the hold is
+/// taken, its verdict not yet published.
+async fn resolving<T: Send + 'static>(
+    resolver: impl Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let task = tokio::spawn(resolver);
+    tokio::task::yield_now().await;
+    assert!(
+        !task.is_finished(),
+        "the resolver should be waiting on the store"
+    );
+    task
+}
+
 fn codes(verdict: &Verdict) -> Vec<String> {
     match verdict {
         Verdict::Refuse { reasons, .. } => reasons.iter().map(|r| r.code.clone()).collect(),
@@ -133,13 +147,11 @@ fn a_wait_that_starts_while_the_approval_is_written_gets_its_verdict() {
     runtime().block_on(async {
         let enforcer = enforcer("approve").await;
         let decision_id = held(&enforcer).await;
-        let answering = tokio::spawn({
+        let answering = resolving({
             let (enforcer, decision_id) = (Arc::clone(&enforcer), decision_id.clone());
             async move { enforcer.host_answer(&decision_id, true).await.unwrap() }
-        });
-        // The approval runs until it waits for its decision's durable write.
-        tokio::task::yield_now().await;
-        assert!(!answering.is_finished());
+        })
+        .await;
         assert!(
             enforcer.held().is_empty(),
             "a hold being resolved is not listed"
@@ -163,12 +175,11 @@ fn a_wait_that_starts_while_a_rejection_is_written_gets_the_rejection() {
     runtime().block_on(async {
         let enforcer = enforcer("reject").await;
         let decision_id = held(&enforcer).await;
-        let answering = tokio::spawn({
+        let answering = resolving({
             let (enforcer, decision_id) = (Arc::clone(&enforcer), decision_id.clone());
             async move { enforcer.host_answer(&decision_id, false).await.unwrap() }
-        });
-        tokio::task::yield_now().await;
-        assert!(!answering.is_finished());
+        })
+        .await;
         let waited = enforcer.await_hold(&decision_id).await.unwrap();
         assert_eq!(codes(&waited), ["APPROVAL_REJECTED"]);
         assert!(matches!(
@@ -183,12 +194,11 @@ fn a_wait_that_starts_while_a_cancel_is_written_gets_the_cancel() {
     runtime().block_on(async {
         let enforcer = enforcer("cancel").await;
         let decision_id = held(&enforcer).await;
-        let cancelling = tokio::spawn({
+        let cancelling = resolving({
             let (enforcer, decision_id) = (Arc::clone(&enforcer), decision_id.clone());
             async move { enforcer.cancel_hold(&decision_id).await.unwrap() }
-        });
-        tokio::task::yield_now().await;
-        assert!(!cancelling.is_finished());
+        })
+        .await;
         // The host's late approval cannot overturn the cancel being written.
         match enforcer.host_answer(&decision_id, true).await.unwrap() {
             ApprovalOutcome::Refused { code, .. } => assert_eq!(code, "HOLD_UNKNOWN"),
