@@ -660,13 +660,14 @@ impl Enforcer {
     }
 
     /// Asks Circle about every Circle attempt in the ledger whose outcome is open (`authorized`
-    /// or `unknown`) and records what it says, within [`RECONCILE_BUDGET`] in all; used before
+    /// or `unknown`), those asked about longest ago first, and records what it says, within
+    /// [`RECONCILE_BUDGET`] in all; used by the daemon's reconcile rounds and before
     /// `trustos payments` lists the ledger. Never creates or resubmits a transfer. Without
     /// `[circle]`, does nothing.
     pub async fn reconcile_circle_attempts(&self) {
         let Some(payer) = self.circle() else { return };
         let work = async {
-            let attempts = match self.open_attempts(RAIL).await {
+            let attempts = match self.attempts_to_reconcile(RAIL).await {
                 Ok(attempts) => attempts,
                 Err(err) => {
                     tracing::warn!(error = %err, "could not list payment attempts to reconcile");
@@ -675,6 +676,7 @@ impl Enforcer {
             };
             for attempt in attempts {
                 let Ok(at) = super::now() else { return };
+                self.asking_about(RAIL, &attempt.decision_id);
                 match payer
                     .adapter
                     .reconcile(&**self.store(), &attempt.decision_id, at)

@@ -23,6 +23,7 @@ pub mod circle;
 pub mod inventory;
 pub mod pay;
 pub mod pins;
+pub mod reconcile_order;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -414,6 +415,8 @@ pub struct Enforcer {
     /// once) takes its verdict here, once, instead of finding no hold.
     resolved_holds: Mutex<VecDeque<(String, Verdict)>>,
     forwarded: Mutex<HashMap<String, Digest>>,
+    /// Which open attempts reconcile rounds asked about last (see [`reconcile_order`]).
+    reconcile_order: Mutex<reconcile_order::ReconcileOrder>,
     /// This run of the daemon (unique per start): the rail payments it starts are its own
     /// until receipted (see `LateReceiptCommit::owner`).
     run_id: String,
@@ -450,6 +453,7 @@ impl Enforcer {
             holds: Mutex::new(HashMap::new()),
             resolved_holds: Mutex::new(VecDeque::new()),
             forwarded: Mutex::new(HashMap::new()),
+            reconcile_order: Mutex::default(),
             run_id: run_id(),
             generation: watch::Sender::new(1),
             payer: None,

@@ -522,10 +522,27 @@ impl Enforcer {
     }
 }
 
-/// How long reconciliation before `trustos payments` may take in all, per rail.
+/// How long a reconcile round (the daemon's, or before `trustos payments` lists) may take in
+/// all, per rail.
 pub(crate) const RECONCILE_BUDGET: std::time::Duration = std::time::Duration::from_secs(8);
 
 impl Enforcer {
+    /// The open attempts of `rail` in the order a reconcile round asks about them: never asked
+    /// first, then asked longest ago (see [`super::reconcile_order`]).
+    pub(crate) async fn attempts_to_reconcile(
+        &self,
+        rail: &str,
+    ) -> Result<Vec<trustos_adapters::AttemptRecord>, EnforceError> {
+        let mut attempts = self.open_attempts(rail).await?;
+        super::lock(&self.reconcile_order).order(rail, &mut attempts);
+        Ok(attempts)
+    }
+
+    /// Notes that a reconcile round is asking the rail about `decision_id` now.
+    pub(crate) fn asking_about(&self, rail: &str, decision_id: &str) {
+        super::lock(&self.reconcile_order).asked(rail, decision_id);
+    }
+
     /// Every attempt of `rail` in the ledger whose outcome is open (`authorized` or `unknown`).
     pub(crate) async fn open_attempts(
         &self,
@@ -552,10 +569,11 @@ impl Enforcer {
             .collect())
     }
 
-    /// Asks the chain (`[x402] rpc`) about every open x402 attempt and records what it says: an
-    /// authorization used on chain is settled with its transaction hash; one expired unused
-    /// (the chain's clock past `validBefore`) failed. Never signs or submits anything. Within
-    /// [`RECONCILE_BUDGET`]; without `[x402] rpc`, does nothing.
+    /// Asks the chain (`[x402] rpc`) about every open x402 attempt, those asked about longest
+    /// ago first, and records what it says: an authorization used on chain is settled with its
+    /// transaction hash; one expired unused (the chain's clock past `validBefore`) failed. Never
+    /// signs or submits anything. Within [`RECONCILE_BUDGET`]; without `[x402] rpc`, does
+    /// nothing.
     pub async fn reconcile_x402_attempts(&self) {
         let Some((payer, chain)) = self
             .payer()
@@ -564,7 +582,10 @@ impl Enforcer {
             return;
         };
         let work = async {
-            let attempts = match self.open_attempts(trustos_adapters::x402::RAIL).await {
+            let attempts = match self
+                .attempts_to_reconcile(trustos_adapters::x402::RAIL)
+                .await
+            {
                 Ok(attempts) => attempts,
                 Err(err) => {
                     tracing::warn!(error = %err, "could not list x402 attempts to reconcile");
@@ -574,6 +595,7 @@ impl Enforcer {
             for attempt in attempts {
                 let Ok(at) = now() else { return };
                 let decision_id = &attempt.decision_id;
+                self.asking_about(trustos_adapters::x402::RAIL, decision_id);
                 match reconcile_on_chain(&payer.adapter, &**self.store(), chain, decision_id, at)
                     .await
                 {
