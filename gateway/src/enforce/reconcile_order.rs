@@ -6,7 +6,7 @@
 //! rest. Instead, each round asks first about the attempts asked about longest ago, and about
 //! the ones never asked before all others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use trustos_adapters::AttemptRecord;
 
@@ -23,8 +23,9 @@ impl ReconcileOrder {
     /// Sorts `attempts` (all open attempts of `rail`) for a round: never asked first, then
     /// asked longest ago; ties keep the ledger's order. Forgets attempts no longer open.
     pub fn order(&mut self, rail: &str, attempts: &mut [AttemptRecord]) {
+        let open: HashSet<&str> = attempts.iter().map(|a| a.decision_id.as_str()).collect();
         let asked = self.asked.entry(rail.to_owned()).or_default();
-        asked.retain(|decision_id, _| attempts.iter().any(|a| &a.decision_id == decision_id));
+        asked.retain(|decision_id, _| open.contains(decision_id.as_str()));
         attempts.sort_by_key(|attempt| asked.get(&attempt.decision_id).copied());
     }
 
